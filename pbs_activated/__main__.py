@@ -1,0 +1,7 @@
+"""`python3 -m pbs_activated` is the `pbs-activated` command."""
+
+import sys
+
+from pbs_activated.cli import main
+
+sys.exit(main())

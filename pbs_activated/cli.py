@@ -1,0 +1,101 @@
+"""The `pbs-activated` command: the handler, the journal reader and the admin tools.
+
+`pbs-activated policy` runs once per Postfix connection, so its two spellings
+(`policy`, `--config PATH policy`) are recognised by hand before argparse, which
+costs milliseconds to import, is ever loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pbs_activated import defaults
+from pbs_activated.config import config_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from pbs_activated.config import Config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[-1:] == ["policy"]:
+        option = _config_option(arguments[:-1])
+        if option is not None:
+            from pbs_activated import policy
+
+            return policy.main(config_path(option or None))
+    return run(parse_arguments(arguments))
+
+
+def _config_option(globals_: list[str]) -> str | None:
+    """Return the --config value ('' if absent), or None if the options are not that simple."""
+    if not globals_:
+        return ""
+    if len(globals_) == 2 and globals_[0] == "--config":
+        return globals_[1]
+    if len(globals_) == 1 and globals_[0].startswith("--config="):
+        return globals_[0].removeprefix("--config=")
+    return None
+
+
+def parse_arguments(arguments: list[str]) -> argparse.Namespace:
+    """Parse the full command line (everything but the handler's fast path)."""
+    import argparse
+
+    from pbs_activated import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pbs-activated",
+        description="POP-before-SMTP relay authorization for Postfix.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"configuration file (default: ${defaults.CONFIG_ENVIRONMENT} or {defaults.CONFIG_PATH})",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("policy", help="answer the Postfix policy connection on stdin/stdout")
+    journal = commands.add_parser("journal", help="follow the journal and authorize logins")
+    journal.add_argument(
+        "--directory", metavar="DIR", help="read journal files from DIR, not the system journal"
+    )
+    grant = commands.add_parser("grant", help="authorize an address by hand")
+    grant.add_argument("address")
+    grant.add_argument("--user", default="", help="who this is for (shown in list and audit)")
+    grant.add_argument("--lifetime", type=int, metavar="SECONDS", help="default: [authorization] lifetime")
+    revoke = commands.add_parser("revoke", help="withdraw an address's authorization")
+    revoke.add_argument("address")
+    commands.add_parser("list", help="show authorized addresses: address, user, seconds left")
+    check = commands.add_parser("check", help="print what the handler would answer at RCPT")
+    check.add_argument("address")
+    return parser.parse_args(arguments)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    """Dispatch a parsed command line."""
+    from pbs_activated.config import ConfigError, load
+
+    path = config_path(arguments.config)
+    if arguments.command == "policy":
+        from pbs_activated import policy
+
+        return policy.main(path)
+    try:
+        config = load(path)
+    except ConfigError as error:
+        print(f"pbs-activated: {error}", file=sys.stderr)
+        return 2
+    if arguments.command == "journal":
+        from pbs_activated import journal
+
+        if arguments.directory:
+            config.journal.directory = arguments.directory
+        return journal.main(config)
+    from pbs_activated import admin
+
+    return admin.run(arguments, config)

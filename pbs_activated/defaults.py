@@ -1,0 +1,99 @@
+"""Every default of pbs-activated, in one place, with the reason it is what it is.
+
+This module is imported by the policy handler on every Postfix connection, so it
+holds plain constants only and imports nothing.
+"""
+
+CONFIG_PATH = "/etc/pbs-activated/pbs-activated.toml"
+"""Debian's place for a package's configuration; `--config` or $PBS_ACTIVATED_CONFIG override it."""
+
+CONFIG_ENVIRONMENT = "PBS_ACTIVATED_CONFIG"
+
+# [redis]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""Debian's redis-server listens on 127.0.0.1:6379 out of the box."""
+
+REDIS_TIMEOUT = 1.5
+"""Seconds one Redis operation may take, connection included.
+
+Postfix waits `smtpd_policy_service_timeout` (100 s) for us, but a relaying client
+should hear a 4xx within 2 s when Redis is gone, so the whole budget stays under it.
+"""
+
+REDIS_PASSWORD_FILE = ""
+"""A file holding the Redis password, so no secret sits in the world-readable config.
+
+Empty means: the systemd credential `redis-password` if the unit loads one, else none.
+"""
+
+REDIS_CREDENTIAL = "redis-password"
+SENTINEL_CREDENTIAL = "sentinel-password"
+
+SENTINELS: tuple[str, ...] = ()
+"""`host:port` of Redis Sentinels; empty means `url` names the server directly."""
+
+SENTINEL_SERVICE = "pbs"
+SENTINEL_PASSWORD_FILE = ""
+
+KEY_PREFIX = "pbs:client:"
+"""Redis keys are KEY_PREFIX + normalised client address; the value is the user name."""
+
+# [authorization]
+LIFETIME = 1800
+"""Seconds an address may relay after its login: long enough to write a mail after
+fetching mail, short enough that a dynamic address is not inherited for long."""
+
+IGNORE_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+"""Logins from these never authorize: webmail and local proxies log `rip=127.0.0.1`."""
+
+# [policy]
+ACTION_AUTHORIZED = "OK"
+"""An address with a recent login may relay."""
+
+ACTION_UNAUTHORIZED = "DUNNO"
+"""Unknown address: let the next restriction decide, so `reject_unauth_destination`
+refuses relaying while local mail still arrives. Never REJECT here."""
+
+ACTION_UNAVAILABLE = "DEFER_IF_REJECT 4.7.1 POP-before-SMTP lookup unavailable, try again later"
+"""Redis or the config is broken: a relay attempt gets 4xx and is retried, local mail flows."""
+
+IDLE_TIMEOUT = 330.0
+"""Seconds a handler waits for the next request. Longer than Postfix's
+`smtpd_policy_service_max_idle` (300 s), so Postfix closes first and never finds a
+connection closed under it."""
+
+MAX_LINE_LENGTH = 4096
+"""Bytes in one `name=value` line. Postfix's longest attributes (ccert_subject,
+sender, recipient) stay well under it."""
+
+MAX_REQUEST_SIZE = 65536
+"""Bytes in one request. A request is about 1 KiB; anything near this is not Postfix."""
+
+# [journal]
+JOURNAL_UNITS: tuple[str, ...] = ("dovecot.service",)
+"""Only entries whose trusted _SYSTEMD_UNIT is one of these can authorize."""
+
+JOURNAL_IMAP = True
+"""IMAP logins authorize as POP3 logins do: clients that check mail over IMAP send too."""
+
+JOURNAL_FORMATS: tuple[str, ...] = ("dovecot", "courier")
+JOURNAL_PATTERN = ""
+"""A site regular expression with named groups `user` and `address`; empty means none."""
+
+JOURNAL_DIRECTORY = ""
+"""Read journal files from this directory instead of the system journal (tests, offline)."""
+
+CURSOR_FILE = "cursor"
+"""Name of the cursor file in the reader's StateDirectory."""
+
+RETRY_INITIAL = 0.1
+RETRY_MAXIMUM = 10.0
+"""Seconds between Redis retries of the reader: quick at first, then backing off."""
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+"""journald's native protocol socket; the handler writes its audit entries there."""
+
+JOURNAL_SOCKET_ENVIRONMENT = "PBS_ACTIVATED_JOURNAL_SOCKET"
+"""Names another datagram socket for audit entries (tests without journald)."""
+
+SYSLOG_IDENTIFIER = "pbs-activated"

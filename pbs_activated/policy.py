@@ -1,0 +1,134 @@
+"""`pbs-activated policy`: answer every policy request on one Postfix connection.
+
+systemd accepts the connection (`Accept=yes`) and starts this with the socket as
+stdin and stdout. Postfix keeps the connection for many requests, so we answer
+until it closes, or until it has been idle longer than Postfix itself would keep
+it (`smtpd_policy_service_max_idle`), and then exit.
+
+Reads and writes go through the file descriptors with `os.read`/`os.write`, so
+the same loop serves a socket from systemd and a pipe from an administrator's
+shell (`printf 'request=...' | pbs-activated policy`).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+
+from pbs_activated import audit
+from pbs_activated.config import Config, ConfigError, load
+from pbs_activated.decision import decide
+from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
+from pbs_activated.store import Lookup, StoreUnavailable
+
+TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
+if TYPE_CHECKING:
+    from pbs_activated.decision import Decision
+    from pbs_activated.protocol import Request
+
+READ_SIZE = 65536
+
+
+class BrokenConfigLookup:
+    """Stands in for Redis when the config cannot be read: every lookup is unavailable.
+
+    The handler still answers, so Postfix does not log a policy-service failure
+    for every message, and a relay attempt gets the 4xx of an unavailable lookup
+    until the administrator fixes the file.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def user_for(self, address: str) -> str | None:
+        raise StoreUnavailable(f"configuration broken: {self.reason}")
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def main(config_path: str) -> int:
+    """Serve the connection on stdin/stdout; return the exit status."""
+    try:
+        config = load(config_path)
+        lookup: Lookup | BrokenConfigLookup = Lookup(config.redis)
+    except ConfigError as error:
+        audit.send(audit.ERROR, f"cannot use configuration: {error}", PBS_ERROR="config")
+        config = Config(config_path)
+        lookup = BrokenConfigLookup(str(error))
+    try:
+        return serve(0, 1, config, lookup)
+    finally:
+        lookup.close()
+
+
+def serve(
+    input_fd: int, output_fd: int, config: Config, lookup: Lookup | BrokenConfigLookup
+) -> int:
+    """Answer requests until EOF (0), idle timeout (0) or a protocol violation (1)."""
+    policy = config.policy
+    parser = RequestParser(policy.max_line_length, policy.max_request_size)
+    poller = select.poll()
+    poller.register(input_fd, select.POLLIN)
+    idle_ms = int(policy.idle_timeout * 1000)
+    while True:
+        if not poller.poll(idle_ms):
+            audit.send(audit.INFO, f"idle for {policy.idle_timeout:g} s, closing")
+            return 0
+        try:
+            chunk = os.read(input_fd, READ_SIZE)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            if parser.in_request:
+                audit.send(audit.WARNING, "connection closed in the middle of a request")
+            return 0
+        try:
+            requests = parser.feed(chunk)
+        except LimitExceeded as error:
+            # Answer what came before, then drop the connection: Postfix logs the
+            # closed connection and applies its own default_action.
+            audit.send(audit.ERROR, f"closing connection: {error}", PBS_ERROR="limit")
+            return 1
+        if not requests:
+            continue
+        decisions = [decide(request, policy, lookup.user_for) for request in requests]
+        try:
+            write_all(output_fd, b"".join(format_reply(d.action) for d in decisions))
+        except BrokenPipeError:
+            return 0
+        for request, decision in zip(requests, decisions):
+            record(request, decision)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte; a socket may take a large pipelined answer in pieces."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def record(request: Request, decision: Decision) -> None:
+    """Write the audit entry of one decision: INFO at RCPT, DEBUG for the rest."""
+    state = request.get("protocol_state")
+    priority = audit.INFO if state.upper() == "RCPT" else audit.DEBUG
+    who = f" ({decision.user})" if decision.user else ""
+    client = decision.client_address or request.get("client_address")[:80]
+    audit.send(
+        priority,
+        f"{decision.action} for {client or 'no address'}{who} at {state or 'no state'}: "
+        f"{decision.reason}",
+        PBS_ACTION=decision.action.split(" ", 1)[0],
+        PBS_ACTION_TEXT=decision.action,
+        PBS_REASON=decision.reason,
+        PBS_CLIENT_ADDRESS=client,
+        PBS_USER=decision.user,
+        PBS_PROTOCOL_STATE=state,
+        PBS_SENDER=request.get("sender"),
+        PBS_RECIPIENT=request.get("recipient"),
+        PBS_QUEUE_ID=request.get("queue_id"),
+        PBS_CLIENT_NAME=request.get("client_name"),
+        PBS_HELO_NAME=request.get("helo_name"),
+        PBS_INSTANCE=request.get("instance"),
+    )

@@ -1,0 +1,111 @@
+"""Postfix's policy delegation protocol (SMTPD_POLICY_README), as pure functions.
+
+A request is `name=value` lines ended by an empty line; the reply is `action=...`
+and an empty line. Postfix keeps the connection open and sends request after
+request on it, and the bytes arrive in whatever pieces the kernel hands over, so
+the parser is incremental: it takes chunks and returns the requests they complete.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """The peer does not speak the policy protocol within our limits."""
+
+
+class LimitExceeded(ProtocolError):
+    """A line or a request is longer than its named limit."""
+
+
+class Request:
+    """One policy request: its attributes, and whether any line was malformed."""
+
+    __slots__ = ("attributes", "malformed")
+
+    def __init__(self, attributes: dict[str, str], malformed: str = "") -> None:
+        self.attributes = attributes
+        self.malformed = malformed
+        """Why the request cannot be trusted (empty when it can): such a request never gets OK."""
+
+    def get(self, name: str) -> str:
+        """Return an attribute's value, or the empty string as Postfix means by absence."""
+        return self.attributes.get(name, "")
+
+    def __repr__(self) -> str:
+        return f"Request({self.attributes!r}, malformed={self.malformed!r})"
+
+
+class RequestParser:
+    """Turns a stream of chunks into complete requests, enforcing the size limits."""
+
+    def __init__(self, max_line_length: int, max_request_size: int) -> None:
+        self.max_line_length = max_line_length
+        self.max_request_size = max_request_size
+        self._pending = b""
+        self._lines: list[bytes] = []
+        self._request_size = 0
+
+    def feed(self, chunk: bytes) -> list[Request]:
+        """Add bytes from the connection; return the requests they complete, in order.
+
+        Raises LimitExceeded when a line or a request outgrows its limit; the
+        connection should then be closed, since resynchronising is guesswork.
+        """
+        requests: list[Request] = []
+        buffer = self._pending + chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = buffer[start:end]
+            start = end + 1
+            if line in (b"", b"\r"):
+                if self._lines:
+                    requests.append(parse_request(self._lines))
+                self._lines = []
+                self._request_size = 0
+                continue
+            self._request_size += len(line) + 1
+            self._check(len(line), self._request_size)
+            self._lines.append(line)
+        self._pending = buffer[start:]
+        self._check(len(self._pending), self._request_size + len(self._pending))
+        return requests
+
+    @property
+    def in_request(self) -> bool:
+        """True while a request has started and not yet ended (EOF here is a truncation)."""
+        return bool(self._lines or self._pending)
+
+    def _check(self, line_length: int, request_size: int) -> None:
+        if line_length > self.max_line_length:
+            raise LimitExceeded(f"line longer than {self.max_line_length} bytes")
+        if request_size > self.max_request_size:
+            raise LimitExceeded(f"request larger than {self.max_request_size} bytes")
+
+
+def parse_request(lines: list[bytes]) -> Request:
+    """Build a Request from its lines (without the empty line that ended it).
+
+    Bytes that are not UTF-8 are replaced rather than refused: Postfix passes
+    SMTPUTF8 addresses and arbitrary HELO names, and an odd sender must not cost
+    a client its answer. Unknown attributes are kept and ignored. A line without
+    `=`, or an attribute given twice, marks the request malformed: Postfix never
+    sends either, so something is wrong and the request must not authorize.
+    """
+    attributes: dict[str, str] = {}
+    malformed = ""
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").removesuffix("\r")
+        name, equals, value = line.partition("=")
+        if not equals or not name:
+            malformed = malformed or f"line without name=value: {line[:80]!r}"
+            continue
+        if name in attributes:
+            malformed = malformed or f"attribute {name!r} given twice"
+            continue
+        attributes[name] = value
+    return Request(attributes, malformed)
+
+
+def format_reply(action: str) -> bytes:
+    """Encode the answer to one request."""
+    return b"action=" + action.encode("utf-8") + b"\n\n"
