@@ -1,0 +1,129 @@
+"""The handler as production runs it: one process per connection, started by
+`systemd-socket-activate --accept --inetd` (systemd's own tool, the same accept
+logic as a socket unit with Accept=yes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from support import PYTHON, REPO
+
+REQUEST_DEFAULTS = {
+    "request": "smtpd_access_policy",
+    "protocol_state": "RCPT",
+    "protocol_name": "ESMTP",
+    "client_address": "192.0.2.10",
+    "client_name": "client.example.test",
+    "helo_name": "client.example.test",
+    "sender": "alice@example.test",
+    "recipient": "someone@remote.test",
+    "queue_id": "",
+    "instance": "1a2b.5f3c4d5e.1",
+}
+
+
+def encode_request(**attributes: str) -> bytes:
+    """Encode a request as Postfix does: the defaults above, overridden by `attributes`."""
+    merged = dict(REQUEST_DEFAULTS, **attributes)
+    return "".join(f"{name}={value}\n" for name, value in merged.items()).encode() + b"\n"
+
+
+class PolicyClient:
+    """One Postfix-like connection: requests one after another on the same socket."""
+
+    def __init__(self, path: Path, timeout: float = 10) -> None:
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.socket.settimeout(timeout)
+        self.socket.connect(str(path))
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def reply(self) -> str | None:
+        """Read one reply; return its action, or None if the handler closed the connection."""
+        while b"\n\n" not in self.buffer:
+            chunk = self.socket.recv(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        reply, _, self.buffer = self.buffer.partition(b"\n\n")
+        text = reply.decode()
+        assert text.startswith("action="), text
+        return text.removeprefix("action=")
+
+    def ask(self, **attributes: str) -> str | None:
+        """Send one request and return the action answered."""
+        self.send(encode_request(**attributes))
+        return self.reply()
+
+    def closed_by_peer(self, timeout: float = 5) -> bool:
+        """Tell whether the handler closed its end (EOF) within `timeout`."""
+        self.socket.settimeout(timeout)
+        try:
+            return self.socket.recv(1) == b""
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class PolicyService:
+    """systemd-socket-activate listening on a unix socket, spawning our handler per connection."""
+
+    def __init__(self, directory: Path, config: Path, audit_socket: Path | None = None,
+                 command: list[str] | None = None) -> None:
+        self.path = directory / "policy.sock"
+        environment = [f"PBS_ACTIVATED_CONFIG={config}", f"PYTHONPATH={REPO}"]
+        if audit_socket is not None:
+            environment.append(f"PBS_ACTIVATED_JOURNAL_SOCKET={audit_socket}")
+        arguments = ["systemd-socket-activate", "--accept", "--inetd", "-l", str(self.path)]
+        for variable in environment:
+            arguments += ["-E", variable]
+        arguments += command or [PYTHON, "-m", "pbs_activated", "policy"]
+        self.process = subprocess.Popen(arguments, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not self.path.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("systemd-socket-activate did not start")
+            time.sleep(0.01)
+
+    def connect(self) -> PolicyClient:
+        return PolicyClient(self.path)
+
+    def handler_pids(self) -> list[int]:
+        """PIDs of the handler processes currently running under the listener."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def wait_for_no_handlers(self, timeout: float = 5) -> bool:
+        """Wait until every handler has exited (and been reaped by the listener)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = [pid for pid in self.handler_pids() if _alive(pid)]
+            if not pids:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, 15)
+        self.process.wait(timeout=10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
