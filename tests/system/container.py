@@ -1,0 +1,595 @@
+"""Throwaway Debian 12 containers with systemd as PID 1, for system tests.
+
+Why this exists: pbs-activated is a set of systemd socket-activated units that
+read the journal, talk to Redis and answer Postfix policy requests. Mocks cannot
+show that the units, the journal's trusted fields and Postfix/Dovecot really fit
+together, so the system tests boot a real (but disposable) Debian bookworm.
+
+Design, in short:
+
+* ``ensure_rootfs()`` builds a bookworm root file system once with debootstrap
+  (plus the mail packages) and caches it under ``/var/cache/pbs-activated-tests``.
+  The cache key is a hash of the recipe, so changing the package list rebuilds.
+* ``Container`` boots a copy-on-write view of that tree with
+  ``systemd-nspawn --boot``.  The overlay mount is made inside a private mount
+  namespace (``unshare -m``), so it disappears with the container even if the
+  test process is SIGKILLed - no stale mounts on the host.
+* Commands run inside through ``nsenter`` into all of the container's
+  namespaces; host programs (e.g. the host's Python as a mail client) can run in
+  just the container's network namespace with ``Container.netns_run``.
+
+The host does not need systemd as PID 1: ``--register=no`` (no machined) and
+``--keep-unit`` (no transient scope via the host's D-Bus) make nspawn work
+without it.  Only stdlib is used so the module runs with Debian's python3.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("pbs.system.container")
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("PBS_TEST_MIRROR", "http://deb.debian.org/debian")
+CACHE_DIR = Path(os.environ.get("PBS_TEST_CACHE", "/var/cache/pbs-activated-tests"))
+# Containers' writable layers live here (not /tmp: may be a small tmpfs elsewhere).
+WORK_DIR = Path(os.environ.get("PBS_TEST_WORKDIR", "/var/tmp"))
+
+# Installed by debootstrap itself: what a booting systemd container needs.
+BOOT_PACKAGES = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "procps",
+    "netbase",
+    "python3",
+]
+# Installed in a second step, after the debconf preseed, so that Postfix is
+# configured non-interactively with a known mailer type and mailname.
+MAIL_PACKAGES = [
+    "postfix",
+    "dovecot-pop3d",
+    "dovecot-imapd",
+    "redis-server",
+    "python3-redis",
+    "python3-systemd",
+]
+MAILNAME = "mx.example.test"
+DEBCONF_SELECTIONS = f"""\
+postfix postfix/main_mailer_type select Internet Site
+postfix postfix/mailname string {MAILNAME}
+postfix postfix/destinations string {MAILNAME}, example.test, localhost
+"""
+# Bump when the build steps change in a way the package list does not show.
+RECIPE_VERSION = "1"
+
+# A clean environment for commands inside; the host's PATH (pyenv...) must not leak.
+CONTAINER_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "TERM": "dumb",
+    "SYSTEMD_PAGER": "",
+    "SYSTEMD_COLORS": "0",
+}
+
+
+class ContainerError(RuntimeError):
+    """The container could not be built, booted or reached."""
+
+
+# --------------------------------------------------------------------------
+# Root file system cache
+# --------------------------------------------------------------------------
+
+
+def recipe_key() -> str:
+    """Hash everything that determines the rootfs content; it names the cache entry."""
+    recipe = {
+        "suite": SUITE,
+        "mirror": MIRROR,
+        "boot": BOOT_PACKAGES,
+        "mail": MAIL_PACKAGES,
+        "debconf": DEBCONF_SELECTIONS,
+        "version": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_rootfs() -> Path:
+    """Return the cached bookworm rootfs, building it first if needed.
+
+    The build goes to a temporary directory that is renamed into place only
+    when complete, so an interrupted build never looks like a valid cache.
+    A lock file serialises parallel test runs so only one of them builds.
+    """
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    target = CACHE_DIR / f"rootfs-{recipe_key()}"
+    if target.is_dir():
+        return target
+    with open(CACHE_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_dir():  # somebody else built it while we waited
+            return target
+        _remove_stale_builds()
+        build_dir = CACHE_DIR / f".build-{recipe_key()}-{os.getpid()}"
+        started = time.monotonic()
+        try:
+            _build_rootfs(build_dir)
+        except BaseException:
+            _remove_tree(build_dir)
+            raise
+        os.rename(build_dir, target)
+        log.info("built rootfs %s in %.0fs", target, time.monotonic() - started)
+    return target
+
+
+def _remove_stale_builds() -> None:
+    """Delete leftovers of interrupted builds (we hold the lock, so none is live)."""
+    for stale in CACHE_DIR.glob(".build-*"):
+        log.warning("removing stale partial build %s", stale)
+        _remove_tree(stale)
+
+
+def _build_rootfs(root: Path) -> None:
+    """debootstrap a minimal bookworm, then install the mail stack with a preseed."""
+    log.info("debootstrap %s into %s (takes a minute or two)", SUITE, root)
+    _run_host(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=" + ",".join(BOOT_PACKAGES),
+            SUITE,
+            str(root),
+            MIRROR,
+        ],
+        timeout=1800,
+    )
+    # No daemon may start during package installation: there is no init here.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    (root / "root/debconf-selections").write_text(DEBCONF_SELECTIONS)
+    (root / "etc/hostname").write_text(MAILNAME + "\n")
+    (root / "etc/mailname").write_text(MAILNAME + "\n")
+    script = " && ".join(
+        [
+            "debconf-set-selections /root/debconf-selections",
+            "apt-get update -q",
+            "apt-get install -y -q --no-install-recommends " + " ".join(MAIL_PACKAGES),
+            "apt-get clean",
+        ]
+    )
+    _run_host(
+        [
+            "systemd-nspawn",
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--pipe",
+            "-E",
+            "DEBIAN_FRONTEND=noninteractive",
+            "-D",
+            str(root),
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        timeout=1800,
+    )
+    policy.unlink()
+    (root / "root/debconf-selections").unlink()
+    shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
+    (root / "var/lib/apt/lists/partial").mkdir(parents=True)
+    stamp = {"key": recipe_key(), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (root / "etc/pbs-test-rootfs.json").write_text(json.dumps(stamp) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Host helpers
+# --------------------------------------------------------------------------
+
+
+def _run_host(argv: Sequence[str], timeout: float = 120, **kwargs: object) -> None:
+    """Run a host command, raising with its output when it fails."""
+    log.debug("host: %s", " ".join(argv))
+    proc = subprocess.run(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, **kwargs
+    )  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        tail = proc.stdout.decode(errors="replace")[-4000:]
+        raise ContainerError(f"{argv[0]} failed with {proc.returncode}:\n{tail}")
+
+
+def _mounts_below(path: Path) -> list[str]:
+    """Mount points at or below path in the host's mount table, deepest first."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            mountpoint = line.split()[1].replace("\\040", " ")
+            if mountpoint == prefix or mountpoint.startswith(prefix + "/"):
+                found.append(mountpoint)
+    return sorted(found, key=len, reverse=True)
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf that never follows into mounts (debootstrap bind-mounts /proc, /sys...)."""
+    if not path.exists():
+        return
+    for mountpoint in _mounts_below(path):
+        subprocess.run(["umount", "-l", mountpoint], check=False)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+def _pid1_of(nspawn_pid: int) -> int | None:
+    """The container's init: the child of nspawn whose PID in its own namespace is 1."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        ppid = int(fields.get("PPid", "0").strip())
+        nspid = fields.get("NSpid", "").split()
+        if ppid == nspawn_pid and len(nspid) >= 2 and nspid[-1] == "1":
+            return int(entry.name)
+    return None
+
+
+# --------------------------------------------------------------------------
+# The container
+# --------------------------------------------------------------------------
+
+
+class Container:
+    """A booted Debian 12 with systemd as PID 1, discarded on exit.
+
+    Use as a context manager::
+
+        with Container() as ct:
+            ct.run(["systemctl", "status", "postfix"])
+
+    Everything written inside goes to an overlay upper directory that is
+    deleted on teardown; the cached rootfs is never modified.
+    """
+
+    def __init__(
+        self,
+        rootfs: Path | None = None,
+        name: str | None = None,
+        hostname: str = MAILNAME,
+        boot_timeout: float = 120,
+    ) -> None:
+        self.rootfs = rootfs
+        self.name = name or f"pbs-test-{uuid.uuid4().hex[:8]}"
+        self.hostname = hostname
+        self.boot_timeout = boot_timeout
+        self.workdir: Path | None = None
+        self.nspawn: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None  # host PID of the container's PID 1
+        self.boot_seconds: float | None = None
+        self._console: io.BufferedWriter | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def __enter__(self) -> Container:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Prepare the root, start nspawn, find PID 1 and wait for the boot to finish."""
+        if self.rootfs is None:
+            self.rootfs = ensure_rootfs()
+        atexit.register(self.stop)  # last resort if the caller forgets __exit__
+        started = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=WORK_DIR))
+        self._spawn()
+        self.pid = self._wait_for_pid1()
+        self.wait_until_booted()
+        self.boot_seconds = time.monotonic() - started
+        log.info("container %s booted in %.1fs (pid1=%d)", self.name, self.boot_seconds, self.pid)
+
+    @property
+    def console_log(self) -> Path:
+        """The container's console output (boot messages), useful when a boot fails."""
+        assert self.workdir is not None
+        return self.workdir / "console.log"
+
+    def _spawn(self) -> None:
+        """Start nspawn inside a private mount namespace holding the overlay.
+
+        Doing the overlay mount in ``unshare -m`` means the mount exists only as
+        long as nspawn runs.  A tmpfs on /run/systemd/nspawn keeps nspawn's
+        propagation directory off the host (whose /run is not a tmpfs here and
+        nspawn then refuses to clean it up).
+        """
+        assert self.workdir is not None and self.rootfs is not None
+        for sub in ("upper", "work", "root"):
+            (self.workdir / sub).mkdir()
+        overlay = (
+            f"lowerdir={self.rootfs},upperdir={self.workdir}/upper,workdir={self.workdir}/work"
+        )
+        nspawn = [
+            "systemd-nspawn",
+            "--boot",
+            "--register=no",  # no systemd-machined on the host
+            "--keep-unit",  # don't ask the host's (absent) systemd for a scope
+            "--private-network",  # only lo; tests add their addresses to it
+            "--console=read-only",
+            f"--machine={self.name}",
+            f"--hostname={self.hostname}",
+            "--resolv-conf=off",
+            "--timezone=off",
+            "--link-journal=no",
+            "-D",
+            f"{self.workdir}/root",
+        ]
+        script = (
+            "set -e; mount --make-rprivate /; "
+            f"mount -t overlay overlay -o '{overlay}' '{self.workdir}/root'; "
+            "mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn; "
+            'exec "$@"'
+        )
+        self._console = open(self.console_log, "wb")  # noqa: SIM115 - closed in stop()
+        self.nspawn = subprocess.Popen(
+            ["unshare", "--mount", "--", "/bin/sh", "-c", script, "sh", *nspawn],
+            stdin=subprocess.DEVNULL,
+            stdout=self._console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal must not hit nspawn directly
+            env={"PATH": CONTAINER_ENV["PATH"], "LANG": "C.UTF-8"},
+        )
+
+    def _wait_for_pid1(self) -> int:
+        """Poll /proc until nspawn has forked the container's init."""
+        assert self.nspawn is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.nspawn.poll() is not None:
+                raise ContainerError(self._failure("nspawn exited early"))
+            pid = _pid1_of(self.nspawn.pid)
+            if pid is not None:
+                return pid
+            time.sleep(0.05)
+        raise ContainerError(self._failure("container init did not appear"))
+
+    def wait_until_booted(self) -> str:
+        """Block until systemd finished booting; return the system state.
+
+        "degraded" is accepted (a container lacks some hardware-ish units), but
+        the failed units are logged so a surprising failure is visible.
+        """
+        deadline = time.monotonic() + self.boot_timeout
+        state = ""
+        while time.monotonic() < deadline:
+            if self.nspawn is None or self.nspawn.poll() is not None:
+                raise ContainerError(self._failure("container stopped while booting"))
+            try:
+                proc = self.run(["systemctl", "is-system-running", "--wait"], check=False,
+                                timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                break
+            state = proc.stdout.strip()
+            if state in ("running", "degraded"):
+                if state == "degraded":
+                    failed = self.run(["systemctl", "--failed", "--no-legend"], check=False)
+                    log.warning("container %s is degraded:\n%s", self.name, failed.stdout)
+                return state
+            if state in ("stopping", "maintenance"):
+                break
+            time.sleep(0.2)  # systemd not yet reachable ("offline"/empty): retry
+        raise ContainerError(self._failure(f"boot did not finish (state {state!r})"))
+
+    def stop(self) -> None:
+        """Power off, or kill, the container and delete its files.  Idempotent.
+
+        The order matters: poweroff lets services stop cleanly; SIGTERM makes
+        nspawn request the same; SIGKILL to the container's PID 1 ends its
+        whole PID namespace, so no process can survive teardown.
+        """
+        if self.nspawn is not None and self.nspawn.poll() is None:
+            if self.pid is not None:
+                try:
+                    self.run(["systemctl", "poweroff", "--no-block"], check=False, timeout=10)
+                except (subprocess.SubprocessError, OSError):
+                    pass
+            if not self._wait_nspawn(20):
+                self.nspawn.send_signal(signal.SIGTERM)
+            if not self._wait_nspawn(10):
+                if self.pid is not None:
+                    _kill_quietly(self.pid)
+                self.nspawn.kill()
+                self._wait_nspawn(10)
+        self.nspawn = None
+        self.pid = None
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+        if self.workdir is not None:
+            _remove_tree(self.workdir)
+            self.workdir = None
+        atexit.unregister(self.stop)
+
+    def _wait_nspawn(self, seconds: float) -> bool:
+        assert self.nspawn is not None
+        try:
+            self.nspawn.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _failure(self, what: str) -> str:
+        """An error message with the tail of the console log attached."""
+        try:
+            console = self.console_log.read_text(errors="replace")[-3000:]
+        except (OSError, AssertionError):
+            console = "(no console log)"
+        return f"container {self.name}: {what}\n--- console ---\n{console}"
+
+    # ---- running things --------------------------------------------------
+
+    def _nsenter(self, namespaces: Sequence[str]) -> list[str]:
+        if self.pid is None:
+            raise ContainerError("container is not running")
+        return ["nsenter", "-t", str(self.pid), *namespaces, "--"]
+
+    def run(
+        self,
+        cmd: Sequence[str] | str,
+        check: bool = True,
+        input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+        user: str | None = None,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the container (all namespaces), like subprocess.run.
+
+        A string is run with /bin/sh -c.  Output is captured as text; with
+        check=True a failure raises CalledProcessError whose message includes
+        stderr, so test failures are readable.  The process is not in any
+        systemd unit of the container (its cgroup is outside the container's).
+        """
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        if user is not None:
+            argv = ["runuser", "-u", user, "--", *argv]
+        full_env = {**CONTAINER_ENV, **(env or {})}
+        if user is not None:
+            full_env["HOME"] = "/"  # runuser keeps the environment; avoid /root
+        envargs = ["env", "-i", *(f"{k}={v}" for k, v in full_env.items())]
+        data = input.encode() if isinstance(input, str) else input
+        proc = subprocess.run(
+            [*self._nsenter(["-a"]), *envargs, *argv],
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            env={"PATH": CONTAINER_ENV["PATH"]},
+        )
+        result = subprocess.CompletedProcess(
+            proc.args,
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
+        if check and result.returncode != 0:
+            raise CommandFailed(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    def netns_run(
+        self,
+        argv: Sequence[str],
+        check: bool = True,
+        input: str | None = None,  # noqa: A002
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a *host* program inside only the container's network namespace.
+
+        This is how tests act as network clients: the host's /usr/bin/python3
+        sees the container's lo with the test addresses, while the file system
+        (and the test code) stays the host's.
+        """
+        return subprocess.run(
+            [*self._nsenter(["-n"]), *argv],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
+
+    # ---- files -------------------------------------------------------------
+
+    def write_file(self, path: str, content: str | bytes, mode: int = 0o644) -> None:
+        """Create or replace a file inside the container (parents are created).
+
+        Written through a shell inside, so symlinks resolve in the container's
+        view and not the host's.
+        """
+        data = content.encode() if isinstance(content, str) else content
+        self.run(
+            [
+                "/bin/sh",
+                "-c",
+                'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"',
+                "sh",
+                path,
+                f"{mode:o}",
+            ],
+            input=data,
+        )
+
+    def read_file(self, path: str) -> str:
+        """Return a text file's content from inside the container."""
+        return self.run(["cat", path]).stdout
+
+    def copy_in(self, host_path: str | os.PathLike[str], container_path: str) -> None:
+        """Copy a host file, or a directory tree (via tar), to container_path.
+
+        A file keeps its permission bits; a directory's content lands in
+        container_path, owned by root.
+        """
+        source = Path(host_path)
+        if not source.is_dir():
+            self.write_file(container_path, source.read_bytes(), source.stat().st_mode & 0o7777)
+            return
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(source, arcname=".")
+        self.run(
+            ["/bin/sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf - --no-same-owner', "sh",
+             container_path],
+            input=buffer.getvalue(),
+        )
+
+    # ---- conveniences ------------------------------------------------------
+
+    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """systemctl inside the container."""
+        return self.run(["systemctl", *args], check=check)
+
+    def journal(self, *args: str) -> list[dict[str, object]]:
+        """journalctl -o json inside the container, parsed (one dict per entry)."""
+        out = self.run(["journalctl", "--no-pager", "-o", "json", *args]).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """CalledProcessError whose message shows the output: test failures explain themselves."""
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}\nstdout:\n{(self.stdout or '')[-2000:]}"
+            f"\nstderr:\n{(self.stderr or '')[-2000:]}"
+        )

@@ -1,0 +1,190 @@
+"""Turn a booted test container into a realistic Postfix + Dovecot + Redis mail host.
+
+Why: pbs-activated decides about relaying from Dovecot login lines in the
+journal and answers Postfix's policy requests.  The system tests need the
+genuine article on both ends: Debian's Postfix 3.7 and Dovecot 2.3 logging to
+journald from their own units, clients coming from addresses that are *not* in
+mynetworks, and an SMTP server that answers RCPT for a remote domain.
+
+Layout after ``configure_mail_host``:
+
+* on ``lo``: server addresses 192.0.2.1 and 2001:db8::1, client addresses
+  CLIENTS_V4 / CLIENTS_V6 (TEST-NET-1 / documentation prefix, never routed);
+* Postfix on all addresses, mynetworks = 127.0.0.0/8 [::1]/128, local domain
+  example.test, all other domains "delivered" by the discard transport, so
+  relaying to someone@remote.test is accepted at RCPT once authorised;
+* Dovecot POP3 + IMAP, plaintext auth without TLS, system users via PAM;
+* local users alice / bob with the passwords in USERS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from container import Container
+
+SERVER_V4 = "192.0.2.1"
+SERVER_V6 = "2001:db8::1"
+CLIENTS_V4 = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+CLIENTS_V6 = ["2001:db8::10", "2001:db8::11"]
+USERS = {"alice": "secret", "bob": "bob-secret"}
+LOCAL_DOMAIN = "example.test"
+REMOTE_DOMAIN = "remote.test"
+POLICY_SERVICE = "unix:private/pbs-policy"
+
+MAILCLIENT = Path(__file__).with_name("mailclient.py")
+HOST_PYTHON = "/usr/bin/python3"  # Debian's; the pyenv python3 on PATH is not wanted
+
+RELAY_RESTRICTIONS = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+
+POSTFIX_SETTINGS = {
+    "myhostname": "mx.example.test",
+    "mydomain": LOCAL_DOMAIN,
+    "myorigin": "/etc/mailname",
+    "mydestination": f"$myhostname, {LOCAL_DOMAIN}, localhost.localdomain, localhost",
+    "mynetworks": "127.0.0.0/8 [::1]/128",
+    "inet_interfaces": "all",
+    "inet_protocols": "all",
+    "smtpd_relay_restrictions": RELAY_RESTRICTIONS,
+    # No network in the container: every non-local domain goes to "discard",
+    # so accepted relay mail leaves the queue at once instead of deferring.
+    "default_transport": "discard:no remote delivery in tests",
+    "relay_transport": "discard:no remote delivery in tests",
+    # Reverse DNS of 192.0.2.x fails anyway; don't even try (shows "unknown[ip]").
+    "smtpd_peername_lookup": "no",
+    "smtpd_tls_security_level": "none",
+}
+
+DOVECOT_CONF = """\
+# Written by tests/system/mailhost.py: plaintext logins for system tests.
+listen = *, ::
+disable_plaintext_auth = no
+ssl = no
+auth_mechanisms = plain login
+# Log why an authentication failed (e.g. "Password mismatch").
+auth_verbose = yes
+"""
+
+
+def add_addresses(ct: Container) -> None:
+    """Put the server and client test addresses on the container's loopback.
+
+    --private-network leaves only lo; /32 and /128 host addresses on lo are
+    local addresses, so a client can bind one as its source and connect to
+    another, and the server sees the client address as the peer.
+    """
+    ct.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.lo.disable_ipv6=0"])
+    for addr in [SERVER_V4, *CLIENTS_V4]:
+        ct.run(["ip", "-4", "addr", "replace", f"{addr}/32", "dev", "lo"])
+    for addr in [SERVER_V6, *CLIENTS_V6]:
+        ct.run(["ip", "-6", "addr", "replace", f"{addr}/128", "dev", "lo", "nodad"])
+
+
+def add_users(ct: Container) -> None:
+    """Create the mail users as real system users (PAM / shadow passwords)."""
+    for user, password in USERS.items():
+        if ct.run(["id", user], check=False).returncode != 0:
+            ct.run(["useradd", "--create-home", "--shell", "/bin/bash", user])
+        ct.run(["chpasswd"], input=f"{user}:{password}\n")
+        ct.run(["install", "-m", "0660", "-o", user, "-g", "mail", "/dev/null",
+                f"/var/mail/{user}"])
+
+
+def configure_postfix(ct: Container) -> None:
+    """Apply POSTFIX_SETTINGS and restart (inet_interfaces needs a restart)."""
+    ct.run(["postconf", "-e", *(f"{k}={v}" for k, v in POSTFIX_SETTINGS.items())])
+    ct.run(["newaliases"])
+    ct.run(["systemctl", "restart", "postfix.service"])
+
+
+def configure_dovecot(ct: Container) -> None:
+    """Add a last-included conf.d snippet that allows plaintext logins, and restart."""
+    ct.write_file("/etc/dovecot/conf.d/99-pbs-tests.conf", DOVECOT_CONF)
+    ct.run(["doveconf", "-n"])  # fail early, with the parser's message, on a bad config
+    ct.run(["systemctl", "restart", "dovecot.service"])
+
+
+def wait_for_listeners(ct: Container, ports: tuple[int, ...] = (25, 110, 143, 6379),
+                       timeout: float = 30) -> None:
+    """Wait until every port has a listening TCP socket inside the container."""
+    deadline = time.monotonic() + timeout
+    missing: set[int] = set(ports)
+    while time.monotonic() < deadline:
+        out = ct.run(["ss", "-Hltn"]).stdout
+        listening = {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()}
+        missing = set(ports) - listening
+        if not missing:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"ports not listening after {timeout}s: {sorted(missing)}")
+
+
+def configure_mail_host(ct: Container) -> None:
+    """Make the booted container the mail host described in the module docstring."""
+    add_addresses(ct)
+    add_users(ct)
+    configure_postfix(ct)
+    configure_dovecot(ct)
+    ct.run(["systemctl", "enable", "--now", "redis-server.service"])
+    wait_for_listeners(ct)
+
+
+def enable_policy_service(ct: Container, service: str = POLICY_SERVICE) -> None:
+    """Ask the pbs policy service before rejecting unauthorised relaying."""
+    restrictions = RELAY_RESTRICTIONS.replace(
+        "reject_unauth_destination", f"check_policy_service {service}, reject_unauth_destination"
+    )
+    ct.run(["postconf", "-e", f"smtpd_relay_restrictions={restrictions}"])
+    ct.run(["postfix", "reload"])
+
+
+def disable_policy_service(ct: Container) -> None:
+    """Back to the plain relay restrictions of configure_mail_host."""
+    ct.run(["postconf", "-e", f"smtpd_relay_restrictions={RELAY_RESTRICTIONS}"])
+    ct.run(["postfix", "reload"])
+
+
+# --------------------------------------------------------------------------
+# Clients: the host's python running mailclient.py in the container's netns
+# --------------------------------------------------------------------------
+
+
+def _client(ct: Container, *args: str) -> dict[str, Any]:
+    proc = ct.netns_run([HOST_PYTHON, str(MAILCLIENT), *args], check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mailclient {' '.join(args)} failed:\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def smtp_session(ct: Container, source: str, rcpts: list[str],
+                 mail_from: str = "sender@client.example.test",
+                 send_data: bool = False) -> dict[str, Any]:
+    """Full answer record of one SMTP session (connect, ehlo, mail, rcpts, data)."""
+    args = ["smtp", "--source", source, "--mail-from", mail_from]
+    for rcpt in rcpts:
+        args += ["--rcpt", rcpt]
+    if send_data:
+        args.append("--send-data")
+    return _client(ct, *args)
+
+
+def smtp_try(ct: Container, source: str, rcpts: list[str],
+             mail_from: str = "sender@client.example.test") -> list[tuple[int, str]]:
+    """The (code, message) answers to RCPT TO for each recipient, from source."""
+    result = smtp_session(ct, source, rcpts, mail_from)
+    return [(int(code), str(msg)) for code, msg in result["rcpts"]]
+
+
+def pop3_login(ct: Container, source: str, user: str, password: str) -> dict[str, Any]:
+    """POP3 USER/PASS from source; result["ok"] tells whether the login worked."""
+    return _client(ct, "pop3", "--source", source, "--user", user, "--password", password)
+
+
+def imap_login(ct: Container, source: str, user: str, password: str) -> dict[str, Any]:
+    """IMAP LOGIN from source; result["ok"] tells whether the login worked."""
+    return _client(ct, "imap", "--source", source, "--user", user, "--password", password)
