@@ -1,0 +1,102 @@
+"""The config file: TOML, every key optional, wrong values refused with their name."""
+
+from pathlib import Path
+
+import pytest
+
+from pbs_activated import defaults
+from pbs_activated.config import ConfigError, config_path, load
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "pbs-activated.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_missing_file_means_defaults(tmp_path: Path) -> None:
+    config = load(str(tmp_path / "absent.toml"))
+    assert config.redis.host == "127.0.0.1" and config.redis.port == 6379 and config.redis.db == 0
+    assert config.authorization.lifetime == defaults.LIFETIME
+    assert config.policy.unauthorized == "DUNNO"
+
+
+def test_a_file_of_comments_means_defaults(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "# [redis]\n# url = 'x'\n"))
+    assert config.redis.url == defaults.REDIS_URL
+
+
+def test_the_documented_keys_are_read(tmp_path: Path) -> None:
+    config = load(write(tmp_path, """
+[redis]
+url = "unix:///run/redis/redis-server.sock?db=3"
+timeout = 0.5
+[authorization]
+lifetime = 600
+ignore = ["10.0.0.0/8"]
+[policy]
+unauthorized = "REJECT no"
+idle_timeout = 400
+"""))
+    assert config.redis.unix_path == "/run/redis/redis-server.sock" and config.redis.db == 3
+    assert config.redis.timeout == 0.5
+    assert config.authorization.lifetime == 600
+    assert config.authorization.ignore == ("10.0.0.0/8",)
+    assert config.policy.unauthorized == "REJECT no"
+    assert config.policy.idle_timeout == 400
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379, False, "", "", 0)),
+        ("redis://redis.example.test", ("redis.example.test", 6379, False, "", "", 0)),
+        ("rediss://user:pa%3Ass@[::1]:6380/2", ("::1", 6380, True, "user", "pa:ss", 2)),
+        ("redis://:secret@localhost/1", ("localhost", 6379, False, "", "secret", 1)),
+    ],
+)
+def test_redis_urls_are_parsed(tmp_path: Path, url: str, expected: tuple[object, ...]) -> None:
+    redis = load(write(tmp_path, f'[redis]\nurl = "{url}"\n')).redis
+    assert (redis.host, redis.port, redis.tls, redis.username, redis.password, redis.db) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ('[redis]\nurl = "http://x"', "must start with"),
+        ('[redis]\nurl = "unix://relative.sock"', "absolute"),
+        ('[redis]\nurl = "redis://host:port"', "host:port"),
+        ("[authorization]\nlifetime = 0", "lifetime must be between"),
+        ('[authorization]\nlifetime = "30"', "lifetime must be a whole number"),
+        ("[authorization]\nlifetme = 30", "unknown key 'lifetme'"),
+        ("[polcy]\n", "unknown section"),
+        ('[policy]\nunauthorized = "OK"', "must never permit"),
+        ('[policy]\nunavailable = "ok fine"', "must never permit"),
+        ('[policy]\nauthorized = ""', "one non-empty line"),
+        ("[redis\n", "pbs-activated.toml"),
+    ],
+)
+def test_wrong_values_are_refused_with_their_name(tmp_path: Path, text: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        load(write(tmp_path, text))
+
+
+def test_the_password_file_keeps_the_secret_out_of_the_config(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cret\n")
+    config = load(write(tmp_path, f'[redis]\npassword_file = "{secret}"\n'))
+    assert config.redis.password == "s3cret"
+
+
+def test_a_systemd_credential_supplies_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "redis-password").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load(str(tmp_path / "absent.toml")).redis.password == "from-credential"
+
+
+def test_the_config_path_comes_from_option_environment_or_debian(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(defaults.CONFIG_ENVIRONMENT, raising=False)
+    assert config_path(None) == "/etc/pbs-activated/pbs-activated.toml"
+    monkeypatch.setenv(defaults.CONFIG_ENVIRONMENT, "/tmp/env.toml")
+    assert config_path(None) == "/tmp/env.toml"
+    assert config_path("/tmp/option.toml") == "/tmp/option.toml"
