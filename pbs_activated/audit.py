@@ -64,4 +64,7 @@ def _send_datagram(payload: bytes) -> None:
     path = os.environ.get(defaults.JOURNAL_SOCKET_ENVIRONMENT) or defaults.JOURNAL_SOCKET
     if _sender is None:
         _sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        # A datagram send blocks while journald's queue is full; past this the
+        # entry goes to stderr instead, so a stalled journald never stalls Postfix.
+        _sender.settimeout(defaults.JOURNAL_SEND_TIMEOUT)
     _sender.sendto(payload, path)

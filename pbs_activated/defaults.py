@@ -93,7 +93,48 @@ RETRY_MAXIMUM = 10.0
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 """journald's native protocol socket; the handler writes its audit entries there."""
 
+JOURNAL_SEND_TIMEOUT = 1.0
+"""Seconds an audit entry may wait for room in journald's socket queue."""
+
 JOURNAL_SOCKET_ENVIRONMENT = "PBS_ACTIVATED_JOURNAL_SOCKET"
 """Names another datagram socket for audit entries (tests without journald)."""
 
 SYSLOG_IDENTIFIER = "pbs-activated"
+
+# [redis]: clusters (replication, Sentinel) and TLS
+MIN_REPLICAS_ACKNOWLEDGED = "auto"
+"""Replicas that must confirm a write (`WAIT`) before the reader counts it as done.
+
+A master that dies between acknowledging a write and replicating it loses the
+write, and Sentinel then promotes a replica without it: a login silently gone.
+"auto" asks for one replica whenever the master has a replica online, and for
+none on a lone Redis, which has nobody to wait for. A number asks for exactly
+that many, so a write is refused (and re-sent) while fewer are online.
+"""
+
+REPLICATION_TIMEOUT = 0.5
+"""Seconds `WAIT` may block for the replicas' confirmation.
+
+A replica on the same network confirms within a millisecond; a write not
+confirmed in half a second is re-sent by the reader, which is harmless (the
+write is idempotent). Must stay below `timeout`, the socket's own limit.
+"""
+
+TLS_CA_FILE = ""
+"""PEM file of the CA that signed the Redis (and Sentinel) certificates, for `rediss://`.
+
+Empty means the system's trusted CAs (ca-certificates). The server's certificate
+must name the host we connect to: a DNS name, or an IP address for the addresses
+Sentinel hands out.
+"""
+
+TLS_CERT_FILE = ""
+TLS_KEY_FILE = ""
+"""Client certificate and key, for servers with `tls-auth-clients yes` (Redis's default).
+
+Empty means none. The key file, like a password, belongs to a file only the
+service can read, or to a systemd credential.
+"""
+
+REDIS_TLS_KEY_CREDENTIAL = "redis-tls-key"
+"""The systemd credential holding the client key when `tls_key_file` is empty."""

@@ -23,6 +23,7 @@ from pbs_activated.store import Lookup, StoreUnavailable
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
+    from pbs_activated.config import PolicySettings
     from pbs_activated.decision import Decision
     from pbs_activated.protocol import Request
 
@@ -83,22 +84,37 @@ def serve(
             if parser.in_request:
                 audit.send(audit.WARNING, "connection closed in the middle of a request")
             return 0
+        violation = None
         try:
             requests = parser.feed(chunk)
         except LimitExceeded as error:
-            # Answer what came before, then drop the connection: Postfix logs the
-            # closed connection and applies its own default_action.
-            audit.send(audit.ERROR, f"closing connection: {error}", PBS_ERROR="limit")
-            return 1
-        if not requests:
-            continue
-        decisions = [decide(request, policy, lookup.user_for) for request in requests]
-        try:
-            write_all(output_fd, b"".join(format_reply(d.action) for d in decisions))
-        except BrokenPipeError:
+            violation, requests = error, error.complete
+        if requests and not answer(output_fd, requests, policy, lookup):
             return 0
-        for request, decision in zip(requests, decisions):
-            record(request, decision)
+        if violation is not None:
+            # Drop the connection without an answer: resynchronising is guesswork;
+            # Postfix logs the closed connection and applies its default_action.
+            audit.send(audit.ERROR, f"closing connection: {violation}", PBS_ERROR="limit")
+            return 1
+
+
+def answer(
+    output_fd: int, requests: list[Request], policy: PolicySettings,
+    lookup: Lookup | BrokenConfigLookup,
+) -> bool:
+    """Decide, reply to and record each request; False if Postfix has gone away.
+
+    The replies go out before the audit entries are written, so a slow journal
+    never delays Postfix's answer.
+    """
+    decisions = [decide(request, policy, lookup.user_for) for request in requests]
+    try:
+        write_all(output_fd, b"".join(format_reply(d.action) for d in decisions))
+    except BrokenPipeError:
+        return False
+    for request, decision in zip(requests, decisions):
+        record(request, decision)
+    return True
 
 
 def write_all(fd: int, data: bytes) -> None:

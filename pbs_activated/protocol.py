@@ -14,7 +14,15 @@ class ProtocolError(Exception):
 
 
 class LimitExceeded(ProtocolError):
-    """A line or a request is longer than its named limit."""
+    """A line or a request is longer than its named limit.
+
+    `complete` holds the requests that the same chunk completed before the
+    violation: they were well-formed and deserve their answers.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.complete: list[Request] = []
 
 
 class Request:
@@ -54,20 +62,24 @@ class RequestParser:
         requests: list[Request] = []
         buffer = self._pending + chunk
         start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            line = buffer[start:end]
-            start = end + 1
-            if line in (b"", b"\r"):
-                if self._lines:
-                    requests.append(parse_request(self._lines))
-                self._lines = []
-                self._request_size = 0
-                continue
-            self._request_size += len(line) + 1
-            self._check(len(line), self._request_size)
-            self._lines.append(line)
-        self._pending = buffer[start:]
-        self._check(len(self._pending), self._request_size + len(self._pending))
+        try:
+            while (end := buffer.find(b"\n", start)) >= 0:
+                line = buffer[start:end]
+                start = end + 1
+                if line in (b"", b"\r"):
+                    if self._lines:
+                        requests.append(parse_request(self._lines))
+                    self._lines = []
+                    self._request_size = 0
+                    continue
+                self._request_size += len(line) + 1
+                self._check(len(line), self._request_size)
+                self._lines.append(line)
+            self._pending = buffer[start:]
+            self._check(len(self._pending), self._request_size + len(self._pending))
+        except LimitExceeded as error:
+            error.complete = requests
+            raise
         return requests
 
     @property

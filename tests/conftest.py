@@ -33,4 +33,4 @@ def audit_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Audi
     sink = AuditSink(tmp_path / "journal.sock")
     monkeypatch.setenv("PBS_ACTIVATED_JOURNAL_SOCKET", str(sink.path))
     yield sink
-    sink.socket.close()
+    sink.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -73,25 +74,39 @@ def write_config(path: Path, text: str) -> Path:
 
 
 class AuditSink:
-    """A datagram socket standing in for journald's: collects native-protocol entries."""
+    """A datagram socket standing in for journald's: collects native-protocol entries.
+
+    A thread drains it as journald would: an unread datagram socket fills after a
+    few entries and then blocks the sender.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.bind(str(path))
         self.entries: list[dict[str, str]] = []
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
 
-    def collect(self, timeout: float = 0.5, until: int = 0) -> list[dict[str, str]]:
-        """Read entries for up to `timeout` seconds, or until `until` entries have arrived."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0 and (not until or len(self.entries) < until):
-            self.socket.settimeout(remaining)
+    def _drain(self) -> None:
+        while True:
             try:
                 payload = self.socket.recv(1 << 20)
-            except TimeoutError:
-                break
+            except OSError:
+                return
             self.entries.append(decode_entry(payload))
-        return self.entries
+
+    def collect(self, timeout: float = 0.5, until: int = 0) -> list[dict[str, str]]:
+        """Wait up to `timeout` seconds, or until `until` entries have arrived; return them all."""
+        deadline = time.monotonic() + (timeout if until == 0 else max(timeout, 5))
+        while time.monotonic() < deadline and (not until or len(self.entries) < until):
+            time.sleep(0.01)
+        return list(self.entries)
+
+    def close(self) -> None:
+        self.socket.shutdown(socket.SHUT_RDWR)
+        self.socket.close()
+        self._thread.join(timeout=2)
 
 
 def decode_entry(payload: bytes) -> dict[str, str]:
