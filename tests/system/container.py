@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("pbs.system.container")
 
@@ -572,10 +573,52 @@ class Container:
         """systemctl inside the container."""
         return self.run(["systemctl", *args], check=check)
 
-    def journal(self, *args: str) -> list[dict[str, object]]:
-        """journalctl -o json inside the container, parsed (one dict per entry)."""
-        out = self.run(["journalctl", "--no-pager", "-o", "json", *args]).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    def journal(self, *args: str, after_cursor: str | None = None) -> list[dict[str, Any]]:
+        """journalctl -o json inside the container, parsed (one dict per entry).
+
+        args are journalctl arguments, typically matches such as
+        "_SYSTEMD_UNIT=dovecot.service".  With after_cursor (from
+        journal_cursor()) only entries written since then are returned.
+
+        Beware: journalctl's own --after-cursor combined with a match that the
+        cursor entry does not satisfy silently drops the first matching entry
+        (systemd 252 skips two entries).  So this uses --cursor (inclusive)
+        and removes the cursor entry itself.
+        """
+        argv = ["journalctl", "--no-pager", "-o", "json", *args]
+        if after_cursor is not None:
+            argv.append(f"--cursor={after_cursor}")
+        out = self.run(argv).stdout
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [e for e in entries if e.get("__CURSOR") != after_cursor]
+
+    def journal_cursor(self) -> str:
+        """Cursor of the newest journal entry: remember it before an action, then
+        read only what the action logged with journal(after_cursor=...)."""
+        self.run(["journalctl", "--sync"], check=False)
+        out = self.run(["journalctl", "--no-pager", "-n", "1", "-o", "json"]).stdout
+        return str(json.loads(out)["__CURSOR"])
+
+    def wait_for_journal(
+        self,
+        *matches: str,
+        contains: str,
+        after_cursor: str | None = None,
+        timeout: float = 10,
+    ) -> dict[str, Any]:
+        """Wait until an entry matching the journalctl matches has contains in MESSAGE.
+
+        Logging is asynchronous (Dovecot's log process, journald), so a test
+        must poll instead of reading the journal right after the action.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in self.journal(*matches, after_cursor=after_cursor):
+                if contains in str(entry.get("MESSAGE", "")):
+                    return entry
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no journal entry {matches} containing {contains!r}")
+            time.sleep(0.1)
 
 
 def _kill_quietly(pid: int) -> None:

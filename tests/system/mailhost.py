@@ -66,6 +66,20 @@ ssl = no
 auth_mechanisms = plain login
 # Log why an authentication failed (e.g. "Password mismatch").
 auth_verbose = yes
+# Failed logins would otherwise take ~2s here plus ~2s in pam_unix (see PAM_DOVECOT).
+auth_failure_delay = 0
+"""
+
+# Debian's /etc/pam.d/dovecot includes common-auth; this is the same stack with
+# pam_unix's failure delay turned off so failed-login tests stay fast.
+PAM_DOVECOT = """\
+#%PAM-1.0
+# Written by tests/system/mailhost.py: Debian's common-auth minus the fail delay.
+auth	[success=1 default=ignore]	pam_unix.so nullok nodelay
+auth	requisite			pam_deny.so
+auth	required			pam_permit.so
+@include common-account
+@include common-session
 """
 
 
@@ -104,6 +118,7 @@ def configure_postfix(ct: Container) -> None:
 def configure_dovecot(ct: Container) -> None:
     """Add a last-included conf.d snippet that allows plaintext logins, and restart."""
     ct.write_file("/etc/dovecot/conf.d/99-pbs-tests.conf", DOVECOT_CONF)
+    ct.write_file("/etc/pam.d/dovecot", PAM_DOVECOT)
     ct.run(["doveconf", "-n"])  # fail early, with the parser's message, on a bad config
     ct.run(["systemctl", "restart", "dovecot.service"])
 
