@@ -76,8 +76,13 @@ class PolicyClient:
 class PolicyService:
     """systemd-socket-activate listening on a unix socket, spawning our handler per connection."""
 
-    def __init__(self, directory: Path, config: Path, audit_socket: Path | None = None,
-                 command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: Path,
+        audit_socket: Path | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.path = directory / "policy.sock"
         environment = [f"PBS_ACTIVATED_CONFIG={config}", f"PYTHONPATH={REPO}"]
         if audit_socket is not None:

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"
 """Debian's interpreter, with Debian's python3-redis and python3-systemd, as in the .deb."""
 
+
 class RedisServer:
     """A private redis-server listening on a unix socket (and optionally a loopback port)."""
 
@@ -36,10 +37,23 @@ class RedisServer:
         """Start (or restart) the server on the same socket; wait until it answers."""
         self.process = subprocess.Popen(
             [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                "--logfile", str(self.directory / "redis.log"),
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -50,7 +64,9 @@ class RedisServer:
                     return
             except Exception:
                 time.sleep(0.02)
-        raise RuntimeError("redis-server did not start: " + (self.directory / "redis.log").read_text())
+        raise RuntimeError(
+            "redis-server did not start: " + (self.directory / "redis.log").read_text()
+        )
 
     def stop(self) -> None:
         """Stop the server abruptly, as a crash would (the socket file is removed)."""
@@ -63,8 +79,9 @@ class RedisServer:
     def client(self):  # type: ignore[no-untyped-def]
         import redis
 
-        return redis.Redis(unix_socket_path=str(self.socket_path), decode_responses=True,
-                           socket_timeout=2)
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path), decode_responses=True, socket_timeout=2
+        )
 
 
 def write_config(path: Path, text: str) -> Path:
@@ -128,16 +145,21 @@ def decode_entry(payload: bytes) -> dict[str, str]:
     return entry
 
 
-def run_cli(*arguments: str, config: Path | None = None, check: bool = True,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *arguments: str, config: Path | None = None, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python3 -m pbs_activated` from this checkout, as the installed command would run."""
     command = [PYTHON, "-m", "pbs_activated"]
     if config is not None:
         command += ["--config", str(config)]
     environment = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run(
-        command + list(arguments), env=environment, capture_output=True, text=input is None,
-        input=input, timeout=30,
+        command + list(arguments),
+        env=environment,
+        capture_output=True,
+        text=input is None,
+        input=input,
+        timeout=30,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{command + list(arguments)} failed: {result.stderr}")

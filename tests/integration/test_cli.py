@@ -9,7 +9,10 @@ def test_grant_then_list_shows_address_user_and_seconds_left(config_file: Path) 
     run_cli("grant", "2001:DB8::7", "--user", "alice", "--lifetime", "600", config=config_file)
     run_cli("grant", "192.0.2.7", config=config_file)
     lines = run_cli("list", config=config_file).stdout.splitlines()
-    assert [line.split("\t")[:2] for line in lines] == [["192.0.2.7", "-"], ["2001:db8::7", "alice"]]
+    assert [line.split("\t")[:2] for line in lines] == [
+        ["192.0.2.7", "-"],
+        ["2001:db8::7", "alice"],
+    ]
     assert 1790 <= int(lines[0].split("\t")[2]) <= 1800
     assert 590 <= int(lines[1].split("\t")[2]) <= 600
 
@@ -22,7 +25,9 @@ def test_check_prints_the_rcpt_answer(config_file: Path) -> None:
     assert "bob" in result.stderr
 
 
-def test_check_prints_defer_when_redis_is_down(config_file: Path, redis_server: RedisServer) -> None:
+def test_check_prints_defer_when_redis_is_down(
+    config_file: Path, redis_server: RedisServer
+) -> None:
     redis_server.stop()
     assert run_cli("check", "192.0.2.7", config=config_file).stdout.startswith("DEFER_IF_REJECT ")
 
@@ -52,7 +57,9 @@ def test_a_shorter_grant_never_shortens_an_authorization(config_file: Path) -> N
 def test_grant_and_revoke_are_audited(config_file: Path, audit_sink: AuditSink) -> None:
     run_cli("grant", "192.0.2.7", "--user", "carol", config=config_file)
     run_cli("revoke", "192.0.2.7", config=config_file)
-    events = [(e.get("PBS_EVENT"), e.get("PBS_CLIENT_ADDRESS")) for e in audit_sink.collect(until=2)]
+    events = [
+        (e.get("PBS_EVENT"), e.get("PBS_CLIENT_ADDRESS")) for e in audit_sink.collect(until=2)
+    ]
     assert events == [("grant", "192.0.2.7"), ("revoke", "192.0.2.7")]
 
 

@@ -18,7 +18,9 @@ def grant(config: Path, address: str, *options: str) -> None:
     run_cli("grant", address, *options, config=config)
 
 
-def test_many_requests_on_one_connection_are_all_answered(policy_service: PolicyService, config_file: Path) -> None:
+def test_many_requests_on_one_connection_are_all_answered(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10", "--user", "alice")
     client = policy_service.connect()
     answers = [client.ask(recipient=f"r{n}@remote.test") for n in range(50)]
@@ -26,7 +28,9 @@ def test_many_requests_on_one_connection_are_all_answered(policy_service: Policy
     assert len(policy_service.handler_pids()) == 1
 
 
-def test_a_request_split_over_many_writes_is_answered_once(policy_service: PolicyService, config_file: Path) -> None:
+def test_a_request_split_over_many_writes_is_answered_once(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10")
     client = policy_service.connect()
     data = encode_request()
@@ -37,7 +41,9 @@ def test_a_request_split_over_many_writes_is_answered_once(policy_service: Polic
     assert client.ask(client_address="192.0.2.99") == "DUNNO"
 
 
-def test_pipelined_requests_in_one_write_get_answers_in_order(policy_service: PolicyService, config_file: Path) -> None:
+def test_pipelined_requests_in_one_write_get_answers_in_order(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10")
     client = policy_service.connect()
     addresses = ["192.0.2.10", "192.0.2.99", "192.0.2.10", "2001:db8::99"]
@@ -45,7 +51,9 @@ def test_pipelined_requests_in_one_write_get_answers_in_order(policy_service: Po
     assert [client.reply() for _ in addresses] == ["OK", "DUNNO", "OK", "DUNNO"]
 
 
-@pytest.mark.parametrize("state", ["CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"])
+@pytest.mark.parametrize(
+    "state", ["CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"]
+)
 def test_only_rcpt_decides(policy_service: PolicyService, config_file: Path, state: str) -> None:
     grant(config_file, "192.0.2.10")
     expected = "OK" if state == "RCPT" else "DUNNO"
@@ -59,24 +67,35 @@ def test_ipv6_grants_match_any_spelling(policy_service: PolicyService, config_fi
     assert client.ask(client_address="2001:db8::11") == "DUNNO"
 
 
-def test_an_ipv4_mapped_client_matches_its_ipv4_grant(policy_service: PolicyService, config_file: Path) -> None:
+def test_an_ipv4_mapped_client_matches_its_ipv4_grant(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10")
     assert policy_service.connect().ask(client_address="::ffff:192.0.2.10") == "OK"
 
 
-def test_malformed_requests_are_answered_but_never_ok(policy_service: PolicyService, config_file: Path) -> None:
+def test_malformed_requests_are_answered_but_never_ok(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10")
     client = policy_service.connect()
-    client.send(b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\njunk line\n\n")
+    client.send(
+        b"request=smtpd_access_policy\nprotocol_state=RCPT\n"
+        b"client_address=192.0.2.10\njunk line\n\n"
+    )
     assert client.reply() == "DUNNO"
     client.send(b"request=other\nprotocol_state=RCPT\nclient_address=192.0.2.10\n\n")
     assert client.reply() == "DUNNO"
-    client.send(b"\xff\xfe\xfd=\x00\x01\nrequest=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\n\n")
+    client.send(
+        b"\xff\xfe\xfd=\x00\x01\nrequest=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\n\n"
+    )
     assert client.reply() == "OK"
     assert client.ask(client_address="192.0.2.10") == "OK"
 
 
-def test_an_oversized_line_closes_the_connection_without_an_answer(policy_service: PolicyService, audit_sink: AuditSink) -> None:
+def test_an_oversized_line_closes_the_connection_without_an_answer(
+    policy_service: PolicyService, audit_sink: AuditSink
+) -> None:
     client = policy_service.connect()
     client.send(b"request=smtpd_access_policy\nsender=" + b"x" * 10000 + b"\n\n")
     assert client.reply() is None
@@ -85,7 +104,9 @@ def test_an_oversized_line_closes_the_connection_without_an_answer(policy_servic
     assert policy_service.wait_for_no_handlers()
 
 
-def test_an_oversized_request_closes_the_connection_without_an_answer(policy_service: PolicyService) -> None:
+def test_an_oversized_request_closes_the_connection_without_an_answer(
+    policy_service: PolicyService,
+) -> None:
     client = policy_service.connect()
     lines = b"".join(b"attribute%d=%s\n" % (n, b"v" * 1000) for n in range(80))
     client.send(b"request=smtpd_access_policy\n" + lines + b"\n")
@@ -99,7 +120,9 @@ def test_answers_before_an_oversized_request_are_still_given(policy_service: Pol
     assert client.reply() is None
 
 
-def test_an_authorization_expires_after_its_lifetime(policy_service: PolicyService, config_file: Path) -> None:
+def test_an_authorization_expires_after_its_lifetime(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10", "--lifetime", "1")
     client = policy_service.connect()
     assert client.ask() == "OK"
@@ -107,7 +130,9 @@ def test_an_authorization_expires_after_its_lifetime(policy_service: PolicyServi
     assert client.ask() == "DUNNO"
 
 
-def test_a_revoked_address_is_refused_on_an_open_connection(policy_service: PolicyService, config_file: Path) -> None:
+def test_a_revoked_address_is_refused_on_an_open_connection(
+    policy_service: PolicyService, config_file: Path
+) -> None:
     grant(config_file, "192.0.2.10")
     client = policy_service.connect()
     assert client.ask() == "OK"
@@ -163,7 +188,9 @@ def silent_redis() -> Iterator[int]:
 def test_a_redis_that_never_answers_gets_defer_within_two_seconds(
     tmp_path: Path, audit_sink: AuditSink, silent_redis: int
 ) -> None:
-    config = write_config(tmp_path / "c.toml", f'[redis]\nurl = "redis://127.0.0.1:{silent_redis}/0"\n')
+    config = write_config(
+        tmp_path / "c.toml", f'[redis]\nurl = "redis://127.0.0.1:{silent_redis}/0"\n'
+    )
     service = PolicyService(tmp_path, config, audit_sink.path)
     try:
         client = service.connect()
@@ -198,7 +225,9 @@ def test_the_handler_exits_when_postfix_closes(policy_service: PolicyService) ->
     assert policy_service.wait_for_no_handlers()
 
 
-def test_the_handler_closes_an_idle_connection(tmp_path: Path, redis_server: RedisServer, audit_sink: AuditSink) -> None:
+def test_the_handler_closes_an_idle_connection(
+    tmp_path: Path, redis_server: RedisServer, audit_sink: AuditSink
+) -> None:
     config = write_config(
         tmp_path / "c.toml", f'[redis]\nurl = "{redis_server.url}"\n[policy]\nidle_timeout = 1\n'
     )
@@ -217,18 +246,29 @@ def test_each_decision_is_one_audit_entry_with_its_fields(
 ) -> None:
     grant(config_file, "192.0.2.10", "--user", "alice")
     client = policy_service.connect()
-    assert client.ask(sender="alice@example.test", recipient="bob@remote.test", queue_id="4XyZ") == "OK"
+    assert (
+        client.ask(sender="alice@example.test", recipient="bob@remote.test", queue_id="4XyZ")
+        == "OK"
+    )
     assert client.ask(client_address="192.0.2.99") == "DUNNO"
     entries = [e for e in audit_sink.collect(until=3) if "PBS_ACTION" in e]
     ok, dunno = entries[0], entries[1]
     assert ok["PBS_ACTION"] == "OK" and ok["PBS_USER"] == "alice"
     assert ok["PBS_CLIENT_ADDRESS"] == "192.0.2.10"
-    assert (ok["PBS_SENDER"], ok["PBS_RECIPIENT"], ok["PBS_QUEUE_ID"]) == ("alice@example.test", "bob@remote.test", "4XyZ")
+    assert (ok["PBS_SENDER"], ok["PBS_RECIPIENT"], ok["PBS_QUEUE_ID"]) == (
+        "alice@example.test",
+        "bob@remote.test",
+        "4XyZ",
+    )
     assert ok["PRIORITY"] == "6" and ok["SYSLOG_IDENTIFIER"] == "pbs-activated"
     assert dunno["PBS_ACTION"] == "DUNNO" and "PBS_USER" not in dunno
 
 
 def test_the_handler_also_serves_a_pipe(config_file: Path, audit_sink: AuditSink) -> None:
     grant(config_file, "192.0.2.10")
-    result = run_cli("policy", config=config_file, input=encode_request() + encode_request(client_address="192.0.2.9"))
+    result = run_cli(
+        "policy",
+        config=config_file,
+        input=encode_request() + encode_request(client_address="192.0.2.9"),
+    )
     assert result.stdout == b"action=OK\n\naction=DUNNO\n\n"

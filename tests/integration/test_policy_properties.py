@@ -29,7 +29,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyService]
     redis_server = RedisServer(directory)
     redis_server.start()
     config = directory / "c.toml"
-    config.write_text(f'[redis]\nurl = "{redis_server.url}"\n[policy]\nmax_line_length = 256\nmax_request_size = 2048\n')
+    config.write_text(
+        f'[redis]\nurl = "{redis_server.url}"\n'
+        "[policy]\nmax_line_length = 256\nmax_request_size = 2048\n"
+    )
     sink = AuditSink(directory / "journal.sock")
     run_cli("grant", "192.0.2.10", config=config)
     service = PolicyService(directory, config, sink.path)
@@ -39,9 +42,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyService]
     redis_server.stop()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(pieces, max_size=12), st.lists(st.integers(min_value=1, max_value=200), max_size=8))
-def test_random_input_never_crashes_hangs_or_permits_wrongly(service: PolicyService, parts: list[bytes], sizes: list[int]) -> None:
+def test_random_input_never_crashes_hangs_or_permits_wrongly(
+    service: PolicyService, parts: list[bytes], sizes: list[int]
+) -> None:
     data = b"".join(parts)
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.settimeout(10)
@@ -61,5 +68,7 @@ def test_random_input_never_crashes_hangs_or_permits_wrongly(service: PolicyServ
     replies = [r for r in received.split(b"\n\n") if r]
     assert all(reply.startswith(b"action=") for reply in replies)
     assert replies.count(b"action=OK") <= data.count(b"client_address=192.0.2.10\n")
-    assert replies.count(b"action=OK") <= parts.count(GRANTED_REQUEST) + data.count(b"protocol_state=RCPT\n")
+    assert replies.count(b"action=OK") <= parts.count(GRANTED_REQUEST) + data.count(
+        b"protocol_state=RCPT\n"
+    )
     assert service.wait_for_no_handlers()

@@ -27,7 +27,10 @@ def test_a_file_of_comments_means_defaults(tmp_path: Path) -> None:
 
 
 def test_the_documented_keys_are_read(tmp_path: Path) -> None:
-    config = load(write(tmp_path, """
+    config = load(
+        write(
+            tmp_path,
+            """
 [redis]
 url = "unix:///run/redis/redis-server.sock?db=3"
 timeout = 0.5
@@ -37,7 +40,9 @@ ignore = ["10.0.0.0/8"]
 [policy]
 unauthorized = "REJECT no"
 idle_timeout = 400
-"""))
+""",
+        )
+    )
     assert config.redis.unix_path == "/run/redis/redis-server.sock" and config.redis.db == 3
     assert config.redis.timeout == 0.5
     assert config.authorization.lifetime == 600
@@ -76,7 +81,9 @@ def test_redis_urls_are_parsed(tmp_path: Path, url: str, expected: tuple[object,
         ("[redis\n", "pbs-activated.toml"),
     ],
 )
-def test_wrong_values_are_refused_with_their_name(tmp_path: Path, text: str, complaint: str) -> None:
+def test_wrong_values_are_refused_with_their_name(
+    tmp_path: Path, text: str, complaint: str
+) -> None:
     with pytest.raises(ConfigError, match=complaint):
         load(write(tmp_path, text))
 
@@ -88,13 +95,17 @@ def test_the_password_file_keeps_the_secret_out_of_the_config(tmp_path: Path) ->
     assert config.redis.password == "s3cret"
 
 
-def test_a_systemd_credential_supplies_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_systemd_credential_supplies_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "redis-password").write_text("from-credential\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load(str(tmp_path / "absent.toml")).redis.password == "from-credential"
 
 
-def test_the_config_path_comes_from_option_environment_or_debian(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_path_comes_from_option_environment_or_debian(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(defaults.CONFIG_ENVIRONMENT, raising=False)
     assert config_path(None) == "/etc/pbs-activated/pbs-activated.toml"
     monkeypatch.setenv(defaults.CONFIG_ENVIRONMENT, "/tmp/env.toml")

@@ -11,9 +11,16 @@ GRANTED = {"192.0.2.10": "alice"}
 
 attribute_lines = st.sampled_from(
     [
-        b"request=smtpd_access_policy\n", b"protocol_state=RCPT\n", b"protocol_state=DATA\n",
-        b"client_address=192.0.2.10\n", b"client_address=192.0.2.11\n",
-        b"client_address=::ffff:192.0.2.10\n", b"\n", b"\r\n", b"=\n", b"junk\n",
+        b"request=smtpd_access_policy\n",
+        b"protocol_state=RCPT\n",
+        b"protocol_state=DATA\n",
+        b"client_address=192.0.2.10\n",
+        b"client_address=192.0.2.11\n",
+        b"client_address=::ffff:192.0.2.10\n",
+        b"\n",
+        b"\r\n",
+        b"=\n",
+        b"junk\n",
     ]
 )
 streams = st.lists(st.one_of(attribute_lines, st.binary(max_size=40)), max_size=40).map(b"".join)
@@ -22,7 +29,7 @@ streams = st.lists(st.one_of(attribute_lines, st.binary(max_size=40)), max_size=
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({cut % (len(data) + 1) for cut in cuts})
     edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
+    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
 
 
 def parse_all(chunks: list[bytes]) -> tuple[list[dict[str, str]], bool]:
