@@ -239,6 +239,29 @@ def _remove_tree(path: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
 
 
+WORKDIR_PREFIX = "pbs-test-ct-"
+OWNER_FILE = "owner.pid"
+
+
+def _remove_stale_workdirs() -> None:
+    """Delete work dirs of containers whose test process died without cleanup.
+
+    Their nspawn is gone too (it got SIGTERM through --pdeathsig, and the
+    overlay mount lived only in nspawn's mount namespace), only files remain.
+    """
+    for workdir in WORK_DIR.glob(WORKDIR_PREFIX + "*"):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            if time.time() - workdir.stat().st_mtime < 60:
+                continue  # just being created by a parallel run
+            owner = 0
+        if owner and Path(f"/proc/{owner}").exists():
+            continue
+        log.warning("removing stale container work dir %s", workdir)
+        _remove_tree(workdir)
+
+
 def _pid1_of(nspawn_pid: int) -> int | None:
     """The container's init: the child of nspawn whose PID in its own namespace is 1."""
     for entry in Path("/proc").iterdir():
@@ -309,7 +332,9 @@ class Container:
             self.rootfs = ensure_rootfs()
         atexit.register(self.stop)  # last resort if the caller forgets __exit__
         started = time.monotonic()
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=WORK_DIR))
+        _remove_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=WORK_DIR))
+        (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self._spawn()
         self.pid = self._wait_for_pid1()
         self.wait_until_booted()
@@ -358,8 +383,11 @@ class Container:
             'exec "$@"'
         )
         self._console = open(self.console_log, "wb")  # noqa: SIM115 - closed in stop()
+        # --pdeathsig: if this Python process dies without cleaning up (SIGKILL),
+        # nspawn gets SIGTERM, which makes it power the container off.
         self.nspawn = subprocess.Popen(
-            ["unshare", "--mount", "--", "/bin/sh", "-c", script, "sh", *nspawn],
+            ["setpriv", "--pdeathsig", "TERM", "--", "unshare", "--mount", "--",
+             "/bin/sh", "-c", script, "sh", *nspawn],
             stdin=subprocess.DEVNULL,
             stdout=self._console,
             stderr=subprocess.STDOUT,

@@ -1,16 +1,35 @@
 """Smoke test of the system-test harness: the container is a working mail host.
 
 If this fails, product system tests would fail for reasons unrelated to
-pbs-activated; it checks exactly the facts they rely on.
+pbs-activated; it checks exactly the facts they rely on.  Tests leave the
+shared session container as they found it.
 """
 
 from __future__ import annotations
 
 import pytest
 from container import Container
-from mailhost import CLIENTS_V4, CLIENTS_V6, imap_login, pop3_login, smtp_try
+from mailhost import (
+    CLIENTS_V4,
+    CLIENTS_V6,
+    disable_policy_service,
+    enable_policy_service,
+    imap_login,
+    pop3_login,
+    smtp_try,
+)
 
 pytestmark = pytest.mark.system
+
+DOVECOT = "_SYSTEMD_UNIT=dovecot.service"
+
+
+def test_systemd_is_pid1_and_booted(mail_host: Container) -> None:
+    assert mail_host.run(["ps", "-o", "comm=", "-p", "1"]).stdout.strip() == "systemd"
+    state = mail_host.run(["systemctl", "is-system-running"], check=False).stdout.strip()
+    assert state in ("running", "degraded")
+    for unit in ("postfix@-.service", "dovecot.service", "redis-server.service"):
+        assert mail_host.systemctl("is-active", unit, check=False).stdout.strip() == "active"
 
 
 def test_pop3_login_ipv4(mail_host: Container) -> None:
@@ -39,16 +58,51 @@ def test_local_delivery_accepted(mail_host: Container) -> None:
     assert code == 250, message
 
 
-def test_dovecot_login_is_in_journal_with_unit(mail_host: Container) -> None:
-    pop3_login(mail_host, CLIENTS_V4[0], "alice", "secret")
-    entries = mail_host.journal("_SYSTEMD_UNIT=dovecot.service", "--since", "-5min")
-    logins = [e for e in entries if "pop3-login: Login: user=<alice>" in str(e.get("MESSAGE"))]
-    assert logins, [e.get("MESSAGE") for e in entries]
-    assert "rip=192.0.2.10" in str(logins[-1]["MESSAGE"])
+def test_dovecot_login_is_in_journal_with_trusted_fields(mail_host: Container) -> None:
+    cursor = mail_host.journal_cursor()
+    assert pop3_login(mail_host, CLIENTS_V4[0], "alice", "secret")["ok"]
+    entry = mail_host.wait_for_journal(
+        DOVECOT, contains="pop3-login: Login: user=<alice>", after_cursor=cursor
+    )
+    assert "rip=192.0.2.10, lip=192.0.2.1," in entry["MESSAGE"]
     # Dovecot logs through its "log" process: _COMM is "log", not "pop3-login".
-    assert logins[-1]["_COMM"] == "log"
+    assert entry["_COMM"] == "log"
+    assert entry["_EXE"] == "/usr/lib/dovecot/log"
+    assert entry["_UID"] == "0"
+    assert entry["SYSLOG_IDENTIFIER"] == "dovecot"
+
+
+def test_ipv6_login_is_in_journal(mail_host: Container) -> None:
+    cursor = mail_host.journal_cursor()
+    assert imap_login(mail_host, CLIENTS_V6[1], "bob", "bob-secret")["ok"]
+    entry = mail_host.wait_for_journal(
+        DOVECOT, contains="imap-login: Login: user=<bob>", after_cursor=cursor
+    )
+    assert "rip=2001:db8::11, lip=2001:db8::1," in entry["MESSAGE"]
+
+
+def test_policy_service_helper_changes_relay_answer(mail_host: Container) -> None:
+    """With the policy service configured but not yet running, Postfix defers (451)."""
+    enable_policy_service(mail_host)
+    try:
+        restrictions = mail_host.run(["postconf", "-h", "smtpd_relay_restrictions"]).stdout
+        assert "check_policy_service unix:private/pbs-policy, reject_unauth" in restrictions
+        [(code, message)] = smtp_try(mail_host, CLIENTS_V4[1], ["someone@remote.test"])
+        assert code == 451, message
+    finally:
+        disable_policy_service(mail_host)
+    [(code, message)] = smtp_try(mail_host, CLIENTS_V4[1], ["someone@remote.test"])
+    assert code == 554, message
 
 
 def test_redis_answers(mail_host: Container) -> None:
     out = mail_host.run(["redis-cli", "ping"]).stdout
     assert out.strip() == "PONG"
+
+
+def test_run_as_user_and_files(mail_host: Container) -> None:
+    assert mail_host.run(["id", "-un"], user="alice").stdout.strip() == "alice"
+    mail_host.write_file("/tmp/pbs-smoke/file.txt", "hello\n", mode=0o600)
+    assert mail_host.read_file("/tmp/pbs-smoke/file.txt") == "hello\n"
+    assert mail_host.run(["stat", "-c", "%a", "/tmp/pbs-smoke/file.txt"]).stdout.strip() == "600"
+    mail_host.run(["rm", "-r", "/tmp/pbs-smoke"])
