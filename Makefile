@@ -14,6 +14,9 @@ TEST_PACKAGES := $(RUNTIME_PACKAGES) redis-server redis-sentinel python3-pytest 
 	python3-hypothesis python3-venv systemd systemd-journal-remote systemd-container \
 	debootstrap iproute2
 BENCH_PACKAGES := $(TEST_PACKAGES) nodejs npm procps
+# Build dependencies of packaging/debian/control, plus what the package's checks run.
+PACKAGING_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
+	python3-setuptools lintian man-db systemd
 
 .PHONY: all test unit integration system lint deb demo bench soak clean deps
 
@@ -46,6 +49,28 @@ system: deps deb
 
 test: deps lint
 	$(PYTEST) -q tests
+
+# The version has one home, pyproject.toml; debian/changelog must say the same.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+DEB := dist/pbs-activated_$(VERSION)_all.deb
+SOURCES := $(wildcard $(shell git ls-files --cached --others --exclude-standard 2>/dev/null))
+
+deb: $(DEB)
+
+# dpkg-buildpackage wants debian/ at the top of the source tree: build in a copy of
+# the working tree (tracked and new files, not ignored ones) with packaging/debian as
+# its debian/, so the checkout stays clean. Rebuilt only when a source file changed.
+$(DEB): $(SOURCES)
+	.ci/ensure-packages $(PACKAGING_PACKAGES)
+	test "$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)" = "$(VERSION)" \
+		|| { echo "packaging/debian/changelog does not say $(VERSION)" >&2; exit 1; }
+	rm -rf build/deb
+	mkdir -p build/deb/src dist
+	git ls-files -z --cached --others --exclude-standard \
+		| tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C build/deb/src
+	cp -r packaging/debian build/deb/src/debian
+	cd build/deb/src && dpkg-buildpackage --build=binary --no-sign
+	mv build/deb/pbs-activated_$(VERSION)_all.deb $@
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
