@@ -54,8 +54,10 @@ HEADER = """\
 #   Disconnected: ...") also come from the log process.
 # * SYSLOG_TIMESTAMP ends with a space; _SOURCE_REALTIME_TIMESTAMP is when the log
 #   process sent the line.
-# * Success: "<proto>-login: Login: user=<alice>, method=PLAIN, rip=..., lip=..., mpid=..., session=<...>"
-#   Failure: "<proto>-login: Disconnected: ... (auth failed, 1 attempts in 0 secs): user=<alice>, ..."
+# * Success: "<proto>-login: Login: user=<alice>, method=PLAIN, rip=..., lip=...,
+#              mpid=..., session=<...>"
+#   Failure: "<proto>-login: Disconnected: ... (auth failed, 1 attempts in 0 secs):
+#              user=<alice>, ..."
 #   IPv6 addresses appear bare (rip=2001:db8::10), without brackets.
 # * Server (lip) addresses are 192.0.2.1 / 2001:db8::1; the container's
 #   hostname is mx.example.test.  Dovecot's auth_failure_delay and pam_unix's
@@ -74,32 +76,52 @@ POSTFIX_HEADER = """\
 Scenario = tuple[str, Callable[[Container], Any]]
 
 DOVECOT_SCENARIOS: list[Scenario] = [
-    ("POP3 login alice/secret from 192.0.2.10 (success)",
-     lambda ct: pop3_login(ct, "192.0.2.10", "alice", "secret")),
-    ("IMAP login alice/secret from 192.0.2.11 (success)",
-     lambda ct: imap_login(ct, "192.0.2.11", "alice", "secret")),
-    ("POP3 login alice with a wrong password from 192.0.2.12 (failure)",
-     lambda ct: pop3_login(ct, "192.0.2.12", "alice", "wrong")),
-    ("IMAP login of unknown user nosuch from 192.0.2.12 (failure)",
-     lambda ct: imap_login(ct, "192.0.2.12", "nosuch", "wrong")),
-    ("POP3 login alice/secret from 2001:db8::10 (IPv6 success)",
-     lambda ct: pop3_login(ct, "2001:db8::10", "alice", "secret")),
-    ("IMAP login bob/bob-secret from 2001:db8::11 (IPv6 success)",
-     lambda ct: imap_login(ct, "2001:db8::11", "bob", "bob-secret")),
+    (
+        "POP3 login alice/secret from 192.0.2.10 (success)",
+        lambda ct: pop3_login(ct, "192.0.2.10", "alice", "secret"),
+    ),
+    (
+        "IMAP login alice/secret from 192.0.2.11 (success)",
+        lambda ct: imap_login(ct, "192.0.2.11", "alice", "secret"),
+    ),
+    (
+        "POP3 login alice with a wrong password from 192.0.2.12 (failure)",
+        lambda ct: pop3_login(ct, "192.0.2.12", "alice", "wrong"),
+    ),
+    (
+        "IMAP login of unknown user nosuch from 192.0.2.12 (failure)",
+        lambda ct: imap_login(ct, "192.0.2.12", "nosuch", "wrong"),
+    ),
+    (
+        "POP3 login alice/secret from 2001:db8::10 (IPv6 success)",
+        lambda ct: pop3_login(ct, "2001:db8::10", "alice", "secret"),
+    ),
+    (
+        "IMAP login bob/bob-secret from 2001:db8::11 (IPv6 success)",
+        lambda ct: imap_login(ct, "2001:db8::11", "bob", "bob-secret"),
+    ),
 ]
 
 POSTFIX_SCENARIOS: list[Scenario] = [
-    ("SMTP from 192.0.2.11: RCPT someone@remote.test refused (relay), "
-     "alice@example.test accepted, DATA sent",
-     lambda ct: smtp_session(ct, "192.0.2.11", ["someone@remote.test", "alice@example.test"],
-                             send_data=True)),
-    ("SMTP from 2001:db8::11: RCPT someone@remote.test refused (relay)",
-     lambda ct: smtp_session(ct, "2001:db8::11", ["someone@remote.test"])),
+    (
+        "SMTP from 192.0.2.11: RCPT someone@remote.test refused (relay), "
+        "alice@example.test accepted, DATA sent",
+        lambda ct: smtp_session(
+            ct, "192.0.2.11", ["someone@remote.test", "alice@example.test"], send_data=True
+        ),
+    ),
+    (
+        "SMTP from 2001:db8::11: RCPT someone@remote.test refused (relay)",
+        lambda ct: smtp_session(ct, "2001:db8::11", ["someone@remote.test"]),
+    ),
 ]
 
 
-def capture(ct: Container, scenarios: list[Scenario], match: str,
-            ) -> list[tuple[str, list[dict[str, Any]], str]]:
+def capture(
+    ct: Container,
+    scenarios: list[Scenario],
+    match: str,
+) -> list[tuple[str, list[dict[str, Any]], str]]:
     """Run each scenario; return (title, json entries, export text) it caused."""
     captured = []
     for title, action in scenarios:
@@ -122,8 +144,9 @@ def export_entries(ct: Container, match: str, cursor: str) -> str:
     return "".join(e.strip("\n") + "\n\n" for e in kept)
 
 
-def write_json_lines(path: Path, header: str,
-                     captured: list[tuple[str, list[dict[str, Any]], str]]) -> None:
+def write_json_lines(
+    path: Path, header: str, captured: list[tuple[str, list[dict[str, Any]], str]]
+) -> None:
     with path.open("w") as out:
         out.write(header)
         for title, entries, _ in captured:

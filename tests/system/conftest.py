@@ -15,7 +15,7 @@ import pytest
 from container import Container
 from mailhost import configure_mail_host
 
-REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "nsenter")
+REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "nsenter", "setpriv")
 
 
 def system_test_skip_reason() -> str | None:
@@ -24,7 +24,10 @@ def system_test_skip_reason() -> str | None:
         return "system tests need root (systemd-nspawn, mounts, namespaces)"
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
-        return f"system tests need {', '.join(missing)} (apt-get install systemd-container debootstrap)"
+        return (
+            f"system tests need {', '.join(missing)}"
+            " (apt-get install systemd-container debootstrap util-linux)"
+        )
     return None
 
 

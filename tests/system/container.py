@@ -26,6 +26,7 @@ without it.  Only stdlib is used so the module runs with Debian's python3.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -207,12 +208,12 @@ def _build_rootfs(root: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def _run_host(argv: Sequence[str], timeout: float = 120, **kwargs: object) -> None:
+def _run_host(argv: Sequence[str], timeout: float = 120) -> None:
     """Run a host command, raising with its output when it fails."""
     log.debug("host: %s", " ".join(argv))
     proc = subprocess.run(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, **kwargs
-    )  # type: ignore[call-overload]
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout
+    )
     if proc.returncode != 0:
         tail = proc.stdout.decode(errors="replace")[-4000:]
         raise ContainerError(f"{argv[0]} failed with {proc.returncode}:\n{tail}")
@@ -386,8 +387,20 @@ class Container:
         # --pdeathsig: if this Python process dies without cleaning up (SIGKILL),
         # nspawn gets SIGTERM, which makes it power the container off.
         self.nspawn = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "TERM", "--", "unshare", "--mount", "--",
-             "/bin/sh", "-c", script, "sh", *nspawn],
+            [
+                "setpriv",
+                "--pdeathsig",
+                "TERM",
+                "--",
+                "unshare",
+                "--mount",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+                "sh",
+                *nspawn,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._console,
             stderr=subprocess.STDOUT,
@@ -420,8 +433,11 @@ class Container:
             if self.nspawn is None or self.nspawn.poll() is not None:
                 raise ContainerError(self._failure("container stopped while booting"))
             try:
-                proc = self.run(["systemctl", "is-system-running", "--wait"], check=False,
-                                timeout=max(1.0, deadline - time.monotonic()))
+                proc = self.run(
+                    ["systemctl", "is-system-running", "--wait"],
+                    check=False,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )
             except subprocess.TimeoutExpired:
                 break
             state = proc.stdout.strip()
@@ -444,10 +460,8 @@ class Container:
         """
         if self.nspawn is not None and self.nspawn.poll() is None:
             if self.pid is not None:
-                try:
+                with contextlib.suppress(subprocess.SubprocessError, OSError):
                     self.run(["systemctl", "poweroff", "--no-block"], check=False, timeout=10)
-                except (subprocess.SubprocessError, OSError):
-                    pass
             if not self._wait_nspawn(20):
                 self.nspawn.send_signal(signal.SIGTERM)
             if not self._wait_nspawn(10):
@@ -590,8 +604,13 @@ class Container:
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             tar.add(source, arcname=".")
         self.run(
-            ["/bin/sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf - --no-same-owner', "sh",
-             container_path],
+            [
+                "/bin/sh",
+                "-c",
+                'mkdir -p "$1" && tar -C "$1" -xf - --no-same-owner',
+                "sh",
+                container_path,
+            ],
             input=buffer.getvalue(),
         )
 
@@ -650,10 +669,8 @@ class Container:
 
 
 def _kill_quietly(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class CommandFailed(subprocess.CalledProcessError):

@@ -90,8 +90,9 @@ class _SourcePOP3(poplib.POP3):
         )
 
 
-def pop3_login(source: str, user: str, password: str, server: str | None = None,
-               port: int = 110) -> dict[str, Any]:
+def pop3_login(
+    source: str, user: str, password: str, server: str | None = None, port: int = 110
+) -> dict[str, Any]:
     """USER/PASS login; report success or the server's error."""
     pop = _SourcePOP3(server or server_for(source), port, source)
     result: dict[str, Any] = {"welcome": _text(pop.getwelcome())}
@@ -121,8 +122,9 @@ class _SourceIMAP4(imaplib.IMAP4):
         )
 
 
-def imap_login(source: str, user: str, password: str, server: str | None = None,
-               port: int = 143) -> dict[str, Any]:
+def imap_login(
+    source: str, user: str, password: str, server: str | None = None, port: int = 143
+) -> dict[str, Any]:
     """LOGIN; report success or the server's error."""
     imap = _SourceIMAP4(server or server_for(source), port, source)
     result: dict[str, Any] = {"welcome": _text(imap.welcome)}
@@ -157,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         login.add_argument("--password", required=True)
     args = parser.parse_args(argv)
     if args.command == "smtp":
-        result = smtp_try(args.source, args.rcpt, args.mail_from, args.server, args.port,
-                          args.send_data)
+        result = smtp_try(
+            args.source, args.rcpt, args.mail_from, args.server, args.port, args.send_data
+        )
     elif args.command == "pop3":
         result = pop3_login(args.source, args.user, args.password, args.server, args.port)
     else:

@@ -90,8 +90,15 @@ def add_addresses(ct: Container) -> None:
     local addresses, so a client can bind one as its source and connect to
     another, and the server sees the client address as the peer.
     """
-    ct.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.lo.disable_ipv6=0"])
+    ct.run(
+        [
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.lo.disable_ipv6=0",
+        ]
+    )
     for addr in [SERVER_V4, *CLIENTS_V4]:
         ct.run(["ip", "-4", "addr", "replace", f"{addr}/32", "dev", "lo"])
     for addr in [SERVER_V6, *CLIENTS_V6]:
@@ -104,8 +111,9 @@ def add_users(ct: Container) -> None:
         if ct.run(["id", user], check=False).returncode != 0:
             ct.run(["useradd", "--create-home", "--shell", "/bin/bash", user])
         ct.run(["chpasswd"], input=f"{user}:{password}\n")
-        ct.run(["install", "-m", "0660", "-o", user, "-g", "mail", "/dev/null",
-                f"/var/mail/{user}"])
+        ct.run(
+            ["install", "-m", "0660", "-o", user, "-g", "mail", "/dev/null", f"/var/mail/{user}"]
+        )
 
 
 def configure_postfix(ct: Container) -> None:
@@ -123,8 +131,9 @@ def configure_dovecot(ct: Container) -> None:
     ct.run(["systemctl", "restart", "dovecot.service"])
 
 
-def wait_for_listeners(ct: Container, ports: tuple[int, ...] = (25, 110, 143, 6379),
-                       timeout: float = 30) -> None:
+def wait_for_listeners(
+    ct: Container, ports: tuple[int, ...] = (25, 110, 143, 6379), timeout: float = 30
+) -> None:
     """Wait until every port has a listening TCP socket inside the container."""
     deadline = time.monotonic() + timeout
     missing: set[int] = set(ports)
@@ -176,9 +185,13 @@ def _client(ct: Container, *args: str) -> dict[str, Any]:
     return result
 
 
-def smtp_session(ct: Container, source: str, rcpts: list[str],
-                 mail_from: str = "sender@client.example.test",
-                 send_data: bool = False) -> dict[str, Any]:
+def smtp_session(
+    ct: Container,
+    source: str,
+    rcpts: list[str],
+    mail_from: str = "sender@client.example.test",
+    send_data: bool = False,
+) -> dict[str, Any]:
     """Full answer record of one SMTP session (connect, ehlo, mail, rcpts, data)."""
     args = ["smtp", "--source", source, "--mail-from", mail_from]
     for rcpt in rcpts:
@@ -188,8 +201,9 @@ def smtp_session(ct: Container, source: str, rcpts: list[str],
     return _client(ct, *args)
 
 
-def smtp_try(ct: Container, source: str, rcpts: list[str],
-             mail_from: str = "sender@client.example.test") -> list[tuple[int, str]]:
+def smtp_try(
+    ct: Container, source: str, rcpts: list[str], mail_from: str = "sender@client.example.test"
+) -> list[tuple[int, str]]:
     """The (code, message) answers to RCPT TO for each recipient, from source."""
     result = smtp_session(ct, source, rcpts, mail_from)
     return [(int(code), str(msg)) for code, msg in result["rcpts"]]
