@@ -21,7 +21,8 @@ class RedisSettings:
 
     __slots__ = (
         "url", "unix_path", "host", "port", "tls", "username", "password", "db", "timeout",
-        "sentinels", "service", "sentinel_password",
+        "sentinels", "service", "sentinel_password", "min_replicas", "replication_timeout",
+        "tls_ca_file", "tls_cert_file", "tls_key_file",
     )
 
     def __init__(self) -> None:
@@ -37,6 +38,11 @@ class RedisSettings:
         self.sentinels: tuple[tuple[str, int], ...] = ()
         self.service = defaults.SENTINEL_SERVICE
         self.sentinel_password = ""
+        self.min_replicas: int | None = None  # None: "auto", one replica if any is online
+        self.replication_timeout = defaults.REPLICATION_TIMEOUT
+        self.tls_ca_file = defaults.TLS_CA_FILE
+        self.tls_cert_file = defaults.TLS_CERT_FILE
+        self.tls_key_file = defaults.TLS_KEY_FILE
 
 
 class AuthorizationSettings:
@@ -268,30 +274,7 @@ def apply(config: Config, tables: dict[str, object]) -> None:
     for name in tables:
         if name not in known:
             raise ConfigError(f"{config.path}: unknown section [{name}]")
-    redis = _section(tables, "redis", config.path)
-    settings = config.redis
-    if "url" in redis:
-        settings.url = _string(redis, "url", "redis")
-    parse_redis_url(settings.url, settings)
-    if "timeout" in redis:
-        settings.timeout = _number(redis, "timeout", "redis", 0.05, 60.0)
-    if "password_file" in redis:
-        path = _string(redis, "password_file", "redis")
-        settings.password = read_secret(path) if path else settings.password
-    if "sentinels" in redis:
-        settings.sentinels = tuple(
-            _host_port(item) for item in _strings(redis, "sentinels", "redis")
-        )
-    if "service" in redis:
-        settings.service = _string(redis, "service", "redis")
-    if "sentinel_password_file" in redis:
-        path = _string(redis, "sentinel_password_file", "redis")
-        settings.sentinel_password = read_secret(path) if path else ""
-    _refuse_unknown(
-        redis,
-        "redis",
-        ("url", "timeout", "password_file", "sentinels", "service", "sentinel_password_file"),
-    )
+    apply_redis(_section(tables, "redis", config.path), config.redis)
 
     authorization = _section(tables, "authorization", config.path)
     if "lifetime" in authorization:
@@ -336,6 +319,63 @@ def apply(config: Config, tables: dict[str, object]) -> None:
     if "directory" in journal:
         config.journal.directory = _string(journal, "directory", "journal")
     _refuse_unknown(journal, "journal", JournalSettings.__slots__)
+
+
+def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
+    """Check the `[redis]` table and set it on `settings`."""
+    if "url" in redis:
+        settings.url = _string(redis, "url", "redis")
+    parse_redis_url(settings.url, settings)
+    if "timeout" in redis:
+        settings.timeout = _number(redis, "timeout", "redis", 0.05, 60.0)
+    if "password_file" in redis:
+        path = _string(redis, "password_file", "redis")
+        settings.password = read_secret(path) if path else settings.password
+    if "sentinels" in redis:
+        settings.sentinels = tuple(
+            _host_port(item) for item in _strings(redis, "sentinels", "redis")
+        )
+    if "service" in redis:
+        settings.service = _string(redis, "service", "redis")
+    if "sentinel_password_file" in redis:
+        path = _string(redis, "sentinel_password_file", "redis")
+        settings.sentinel_password = read_secret(path) if path else ""
+    apply_replication(redis, settings)
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        if key in redis:
+            setattr(settings, key, _string(redis, key, "redis"))
+    if settings.tls_key_file and not settings.tls_cert_file:
+        # A certificate without a key file is fine: the key may follow it in the same PEM.
+        raise ConfigError("[redis] tls_key_file needs tls_cert_file")
+    if settings.sentinels and settings.unix_path:
+        raise ConfigError("[redis] sentinels hand out TCP addresses: url must not be unix://")
+    _refuse_unknown(redis, "redis", REDIS_KEYS)
+
+
+REDIS_KEYS = (
+    "url", "timeout", "password_file", "sentinels", "service", "sentinel_password_file",
+    "min_replicas_acknowledged", "replication_timeout", "tls_ca_file", "tls_cert_file",
+    "tls_key_file",
+)
+
+
+def apply_replication(redis: dict[str, object], settings: RedisSettings) -> None:
+    """Check how many replicas must confirm a write, and how long to wait for them."""
+    if "min_replicas_acknowledged" in redis:
+        value = redis["min_replicas_acknowledged"]
+        if value == "auto":
+            settings.min_replicas = None
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100:
+            settings.min_replicas = value
+        else:
+            raise ConfigError('[redis] min_replicas_acknowledged must be "auto" or 0 to 100')
+    if "replication_timeout" in redis:
+        settings.replication_timeout = _number(
+            redis, "replication_timeout", "redis", 0.01, 60.0
+        )
+    if settings.replication_timeout >= settings.timeout:
+        # WAIT blocks the connection: the socket would time out before Redis answers.
+        raise ConfigError("[redis] replication_timeout must be shorter than timeout")
 
 
 def parse_redis_url(url: str, settings: RedisSettings) -> None:
@@ -399,6 +439,9 @@ def resolve_secrets(settings: RedisSettings) -> None:
         path = os.path.join(directory, credential)
         if not getattr(settings, attribute) and os.path.exists(path):
             setattr(settings, attribute, read_secret(path))
+    key_path = os.path.join(directory, defaults.REDIS_TLS_KEY_CREDENTIAL)
+    if settings.tls_cert_file and not settings.tls_key_file and os.path.exists(key_path):
+        settings.tls_key_file = key_path  # ssl reads it by path: the credential's own file
 
 
 def _unquote(text: str) -> str:

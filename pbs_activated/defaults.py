@@ -138,3 +138,19 @@ service can read, or to a systemd credential.
 
 REDIS_TLS_KEY_CREDENTIAL = "redis-tls-key"
 """The systemd credential holding the client key when `tls_key_file` is empty."""
+
+# The journal reader
+STATE_DIRECTORY = "/var/lib/pbs-journal"
+"""Where the cursor lives when systemd gives no $STATE_DIRECTORY (the unit's StateDirectory=)."""
+
+JOURNAL_TRANSPORTS: tuple[str, ...] = ("syslog", "journal", "stdout")
+"""Trusted `_TRANSPORT`s a login may arrive by: what a mail server writes with.
+
+`driver`, `kernel` and `audit` entries are journald's, the kernel's and the audit
+subsystem's words about a process, never the mail server's own login lines.
+"""
+
+CURSOR_SAVE_EVERY = 1000
+"""Entries read between cursor saves while catching up (it is also saved whenever
+the reader has read everything). Each save is an fsync; replaying up to this many
+entries after a crash costs far less than an fsync per entry."""

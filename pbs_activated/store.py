@@ -6,8 +6,11 @@ This module is the only place that knows that.
 
 The policy handler only ever reads one key, on a process started per Postfix
 connection, so it gets `Lookup`: a few lines of RESP over a plain socket, because
-importing redis-py costs more than everything else the handler does. The reader
-and the CLI write, scan and use Sentinel; they get redis-py through `connect`.
+importing redis-py costs more than everything else the handler does. It reads
+from the server `[redis] url` names (typically a local replica), or asks Sentinel
+where the master is. The reader and the CLI write, scan and use Sentinel; they
+get redis-py through `connect`, and every write waits until a replica has it
+(`WAIT`), so that a failover loses no login.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pbs_activated import defaults
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:
     import socket
+    import ssl
 
     import redis
 
@@ -28,6 +32,14 @@ if TYPE_CHECKING:
 
 class StoreUnavailable(Exception):
     """Redis could not answer: down, slow, refusing our password, or in error."""
+
+
+class ReplicationUnconfirmed(StoreUnavailable):
+    """The master took a write but too few replicas confirmed it: send it again.
+
+    Re-sending is safe, as every write here is idempotent, and necessary: a master
+    that dies now takes the write with it.
+    """
 
 
 def client_key(address: str) -> str:
@@ -43,10 +55,15 @@ def address_of(key: str) -> str:
 class Lookup:
     """A minimal Redis client for the handler: AUTH, SELECT and GET over one socket.
 
-    The connection is opened on first use and kept for the following requests;
-    after any failure it is dropped, and the next request connects afresh, so a
-    Redis restart costs the requests made while it was down and nothing more.
-    Every call finishes within `settings.timeout`, connection included.
+    The connection is opened on first use and kept for the following requests; a
+    kept connection that fails is replaced once, at once, since it may simply have
+    outlived a restart or a failover. Every call finishes within
+    `settings.timeout`, connection (and the questions to Sentinel) included.
+
+    With `sentinels`, each sentinel in turn is asked where the master is and which
+    replicas it knows; the first of those servers that answers is read from. A
+    replica serves the handler as well as the master does (it only reads), so
+    lookups go on during a failover while any server is reachable.
     """
 
     def __init__(self, settings: RedisSettings) -> None:
@@ -54,25 +71,25 @@ class Lookup:
         self._socket: _socket.socket | socket.socket | None = None
         self._buffer = b""
         self._deadline = 0.0
+        self._tls_context: ssl.SSLContext | None = None
 
     def user_for(self, address: str) -> str | None:
         """Return the user authorized at `address`, or None; raise StoreUnavailable."""
         self._deadline = time.monotonic() + self.settings.timeout
+        key = client_key(address)
+        if self._socket is not None:
+            try:
+                return self._get(key)
+            except (OSError, ValueError, StoreUnavailable):
+                self.close()
         try:
-            if self._socket is None:
-                self._connect()
-            value = self._command("GET", client_key(address))
+            self._connect()
+            return self._get(key)
         except (OSError, ValueError, StoreUnavailable) as error:
             self.close()
             if isinstance(error, StoreUnavailable):
                 raise
             raise StoreUnavailable(_describe(error)) from None
-        if value is None:
-            return None
-        if not isinstance(value, bytes):
-            self.close()
-            raise StoreUnavailable(f"unexpected reply to GET: {value!r}")
-        return value.decode("utf-8", "replace")
 
     def close(self) -> None:
         """Drop the connection; the next lookup opens a new one."""
@@ -81,20 +98,31 @@ class Lookup:
         self._socket = None
         self._buffer = b""
 
+    def _get(self, key: str) -> str | None:
+        value = self._command("GET", key)
+        if value is None:
+            return None
+        if not isinstance(value, bytes):
+            raise StoreUnavailable(f"unexpected reply to GET: {value!r}")
+        return value.decode("utf-8", "replace")
+
     def _connect(self) -> None:
         settings = self.settings
-        if settings.unix_path:
-            sock = self._open(_socket.AF_UNIX, settings.unix_path)
+        if settings.sentinels:
+            self._connect_through_sentinels()
+        elif settings.unix_path:
+            self._socket = self._open(_socket.AF_UNIX, settings.unix_path)
+            self._log_in()
         else:
-            sock = self._open_tcp(settings.host, settings.port)
-        if settings.tls:
-            import socket
-            import ssl  # only for rediss://: it costs the handler ~15 ms of imports
+            self._connect_server(settings.host, settings.port)
 
-            sock = ssl.create_default_context().wrap_socket(
-                socket.socket(fileno=sock.detach()), server_hostname=settings.host
-            )
-        self._socket = sock
+    def _connect_server(self, host: str, port: int) -> None:
+        """Connect to a Redis server over TCP (TLS for rediss://) and log in."""
+        self._socket = self._secure(self._open_tcp(host, port), host)
+        self._log_in()
+
+    def _log_in(self) -> None:
+        settings = self.settings
         if settings.password:
             if settings.username:
                 self._command("AUTH", settings.username, settings.password)
@@ -103,7 +131,79 @@ class Lookup:
         if settings.db:
             self._command("SELECT", str(settings.db))
 
-    def _open(self, family: int, address: str | tuple[str, int]) -> _socket.socket:
+    def _connect_through_sentinels(self) -> None:
+        """Ask the sentinels in turn for servers; connect to the first server that answers.
+
+        Each sentinel, then each server it names, gets an equal share of the time
+        left, so one host that drops packets cannot use up the whole budget.
+        """
+        sentinels = self.settings.sentinels
+        overall = self._deadline
+        failure: Exception = StoreUnavailable("no sentinel answered")
+        try:
+            for index, (host, port) in enumerate(sentinels):
+                self._deadline = _share(overall, len(sentinels) - index)
+                try:
+                    servers = self._ask_sentinel(host, port)
+                except (OSError, ValueError, StoreUnavailable) as error:
+                    failure = _sentinel_error(host, port, error)
+                    self.close()
+                    continue
+                if not servers:
+                    failure = StoreUnavailable(f"sentinel {host}:{port} knows no server")
+                for position, (server_host, server_port) in enumerate(servers):
+                    self._deadline = _share(overall, len(servers) - position)
+                    try:
+                        self._connect_server(server_host, server_port)
+                        return
+                    except (OSError, ValueError, StoreUnavailable) as error:
+                        failure = error
+                        self.close()
+                if time.monotonic() >= overall:
+                    break
+        finally:
+            self._deadline = overall
+        if isinstance(failure, StoreUnavailable):
+            raise failure
+        raise StoreUnavailable(_describe(failure))
+
+    def _ask_sentinel(self, host: str, port: int) -> list[tuple[str, int]]:
+        """Return the master, then the healthy replicas, that one sentinel knows of."""
+        self._socket = self._secure(self._open_tcp(host, port), host)
+        service = self.settings.service
+        commands: list[tuple[str, ...]] = [
+            ("SENTINEL", "get-master-addr-by-name", service),
+            ("SENTINEL", "replicas", service),
+        ]
+        if self.settings.sentinel_password:
+            commands.insert(0, ("AUTH", self.settings.sentinel_password))
+        # One round trip: the sentinel answers in order, and an error reply stops us.
+        self._socket.settimeout(self._remaining())
+        self._socket.sendall(b"".join(encode_command(command) for command in commands))
+        replies = [self._reply() for _ in commands]
+        self.close()
+        return sentinel_servers(replies[-2], replies[-1])
+
+    def _secure(self, sock: _socket.socket, host: str) -> _socket.socket | socket.socket:
+        """Wrap a connected socket in TLS for rediss://; leave it as it is otherwise."""
+        if not self.settings.tls:
+            return sock
+        import socket  # only for rediss://: socket and ssl cost the handler ~15 ms of imports
+
+        plain = socket.socket(fileno=sock.detach())
+        try:
+            plain.settimeout(self._remaining())  # the TLS handshake runs within the deadline
+            return self._tls().wrap_socket(plain, server_hostname=host)
+        except BaseException:
+            plain.close()
+            raise
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = tls_context(self.settings)
+        return self._tls_context
+
+    def _open(self, family: int, address: str | tuple[object, ...]) -> _socket.socket:
         sock = _socket.socket(family, _socket.SOCK_STREAM)
         try:
             sock.settimeout(self._remaining())
@@ -179,6 +279,64 @@ class Lookup:
         self._buffer += chunk
 
 
+def sentinel_servers(master: object, replicas: object) -> list[tuple[str, int]]:
+    """Turn a sentinel's answers into servers to try: the master, then usable replicas.
+
+    `master` is the reply to `SENTINEL get-master-addr-by-name` ([ip, port] or nil);
+    `replicas` the reply to `SENTINEL replicas`, one flat name/value list per
+    replica. Replicas the sentinel sees as down or disconnected are left out; a
+    replica that only lost its master stays in, as it still serves its data.
+    """
+    servers: list[tuple[str, int]] = []
+    if isinstance(master, list) and len(master) == 2:
+        servers.append(_server(master[0], master[1]))
+    for entry in replicas if isinstance(replicas, list) else ():
+        if not isinstance(entry, list):
+            continue
+        fields = dict(zip(entry[::2], entry[1::2], strict=False))
+        flags = fields.get(b"flags", b"")
+        if not isinstance(flags, bytes) or set(flags.split(b",")) & _UNUSABLE_REPLICA_FLAGS:
+            continue
+        server = _server(fields.get(b"ip"), fields.get(b"port"))
+        if server not in servers:
+            servers.append(server)
+    return servers
+
+
+_UNUSABLE_REPLICA_FLAGS = {b"s_down", b"o_down", b"disconnected"}
+
+
+def _server(host: object, port: object) -> tuple[str, int]:
+    if not isinstance(host, bytes) or not isinstance(port, bytes) or not port.isdigit():
+        raise StoreUnavailable(f"sentinel named no server: {host!r}:{port!r}")
+    return host.decode("ascii", "replace"), int(port)
+
+
+def _share(deadline: float, attempts_left: int) -> float:
+    """Return the deadline of the next of `attempts_left` attempts sharing the time left."""
+    now = time.monotonic()
+    return now + max(deadline - now, 0.0) / max(attempts_left, 1)
+
+
+def _sentinel_error(host: str, port: int, error: Exception) -> StoreUnavailable:
+    reason = str(error) if isinstance(error, StoreUnavailable) else _describe(error)
+    return StoreUnavailable(f"sentinel {host}:{port}: {reason}")
+
+
+def tls_context(settings: RedisSettings) -> ssl.SSLContext:
+    """Return the TLS context for rediss://: our CA (or the system's), our certificate if any.
+
+    Hostnames are checked: the server's certificate must name the host we
+    connected to, an IP address included when Sentinel hands out addresses.
+    """
+    import ssl
+
+    context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+    if settings.tls_cert_file:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file or None)
+    return context
+
+
 def encode_command(arguments: tuple[str, ...]) -> bytes:
     """Encode a command as a RESP array of bulk strings."""
     parts = [b"*%d\r\n" % len(arguments)]
@@ -200,7 +358,11 @@ def _describe(error: Exception) -> str:
 
 _AUTHORIZE = """
 local current = redis.call('PEXPIRETIME', KEYS[1])
-if current == -1 or current >= tonumber(ARGV[2]) then
+if current == -1 then
+  return 0
+end
+if current >= tonumber(ARGV[2]) then
+  redis.call('PEXPIREAT', KEYS[1], current)
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
@@ -210,7 +372,33 @@ return 1
 
 Atomic on the server, so two POP hosts, or a replayed old login racing a new one,
 can only ever lengthen an authorization. PEXPIRETIME needs Redis 7 (bookworm has 7.0).
+When the key already lasts longer, it is written again unchanged (PEXPIREAT to
+its own expiry): a re-sent write still replicates, so WAIT confirms that the
+replicas hold the key, and not merely that this connection had nothing to send.
 """
+
+
+class Replication:
+    """How many replicas must confirm a write, and what the master last told us.
+
+    `connect` attaches one to every client it returns (`client.pbs_replication`),
+    so the reader and the CLI call `authorize(client, ...)` without knowing about it.
+    """
+
+    __slots__ = ("min_replicas", "timeout", "online")
+
+    def __init__(
+        self, min_replicas: int | None = None, timeout: float = defaults.REPLICATION_TIMEOUT
+    ) -> None:
+        self.min_replicas = min_replicas  # None: "auto"
+        self.timeout = timeout
+        self.online = 0  # replicas the master reported online at the last write
+
+    def required(self, online: int) -> int:
+        """Return how many confirmations a write needs when `online` replicas are connected."""
+        if self.min_replicas is None:
+            return 1 if online else 0
+        return self.min_replicas
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
@@ -225,6 +413,7 @@ def connect(settings: RedisSettings) -> redis.Redis:
         "socket_connect_timeout": settings.timeout,
         "decode_responses": True,
     }
+    tls = tls_options(settings)
     if settings.sentinels:
         from redis.sentinel import Sentinel
 
@@ -234,25 +423,92 @@ def connect(settings: RedisSettings) -> redis.Redis:
                 "password": settings.sentinel_password or None,
                 "socket_timeout": settings.timeout,
                 "socket_connect_timeout": settings.timeout,
+                **tls,
             },
-            ssl=settings.tls,
             **options,
+            **tls,
         )
-        return sentinel.master_for(settings.service)
-    if settings.unix_path:
-        return redis_py.Redis(unix_socket_path=settings.unix_path, **options)
-    return redis_py.Redis(host=settings.host, port=settings.port, ssl=settings.tls, **options)
+        client = sentinel.master_for(settings.service)
+    elif settings.unix_path:
+        client = redis_py.Redis(unix_socket_path=settings.unix_path, **options)
+    else:
+        client = redis_py.Redis(host=settings.host, port=settings.port, **options, **tls)
+    client.pbs_replication = Replication(settings.min_replicas, settings.replication_timeout)
+    return client
+
+
+def tls_options(settings: RedisSettings) -> dict[str, object]:
+    """Return redis-py's TLS options for rediss:// (the same checks as the handler's)."""
+    if not settings.tls:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": settings.tls_ca_file or None,
+        "ssl_certfile": settings.tls_cert_file or None,
+        "ssl_keyfile": settings.tls_key_file or None,
+    }
 
 
 def authorize(client: redis.Redis, address: str, user: str, expires_at_ms: int) -> bool:
-    """Authorize `address` until `expires_at_ms` (Unix ms); False if it already lasts longer."""
-    result = client.eval(_AUTHORIZE, 1, client_key(address), user, str(expires_at_ms))
-    return bool(result)
+    """Authorize `address` until `expires_at_ms` (Unix ms); False if it already lasts longer.
+
+    Returns only once the write is safe from a failover: when the master has
+    replicas online, at least one of them (or `[redis] min_replicas_acknowledged`)
+    has confirmed it (`WAIT`). Raises otherwise, ReplicationUnconfirmed or
+    redis-py's errors alike: the caller must send it again, which is harmless,
+    as the same login gives the same PXAT. A lone Redis confirms at once.
+    """
+    changed = _confirmed_write(
+        client, ("EVAL", _AUTHORIZE, 1, client_key(address), user, str(expires_at_ms))
+    )
+    return bool(changed)
 
 
 def revoke(client: redis.Redis, address: str) -> bool:
-    """Remove an authorization; False if there was none."""
-    return bool(client.delete(client_key(address)))
+    """Remove an authorization; False if there was none. Confirmed by replicas as authorize is."""
+    return bool(_confirmed_write(client, ("DEL", client_key(address))))
+
+
+def _confirmed_write(client: redis.Redis, command: tuple[object, ...]) -> object:
+    """Run a write and WAIT for the replicas, in one round trip; return the write's reply.
+
+    WAIT counts the replicas that have every write of *its own connection*, so the
+    write, ROLE (how many replicas are online) and WAIT go in one pipeline, which
+    redis-py sends on one connection. The number to wait for is what the master
+    reported at the previous write; when that falls short of what ROLE now
+    reports, the write and WAIT are sent once more with the right number.
+    """
+    replication: Replication = getattr(client, "pbs_replication", None) or Replication()
+    timeout_ms = max(1, int(replication.timeout * 1000))
+    result: object = None
+    for _ in range(2):
+        asked = replication.required(replication.online)
+        pipeline = client.pipeline(transaction=False)
+        pipeline.execute_command(*command)
+        pipeline.execute_command("ROLE")
+        pipeline.execute_command("WAIT", asked, timeout_ms)
+        reply, role, acknowledged = pipeline.execute()
+        result = result or reply
+        replication.online = replicas_online(role)
+        required = replication.required(replication.online)
+        if int(acknowledged) >= required:
+            return result
+        if asked >= required:
+            break
+    raise ReplicationUnconfirmed(
+        f"{acknowledged} of {required} replicas confirmed the write within "
+        f"{replication.timeout:g} s ({replication.online} online)"
+    )
+
+
+def replicas_online(role: object) -> int:
+    """Return the number of replicas in a master's ROLE reply (only online ones are listed)."""
+    if isinstance(role, list | tuple) and len(role) >= 3 and role[0] in ("master", b"master"):
+        replicas = role[2]
+        return len(replicas) if isinstance(replicas, list | tuple) else 0
+    return 0
 
 
 def list_authorized(client: redis.Redis) -> list[tuple[str, str, float]]:

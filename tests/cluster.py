@@ -1,0 +1,335 @@
+"""A Redis cluster on loopback for the cluster tests: one master, replicas, Sentinels.
+
+Real processes, each in its own directory under the test's temp dir: Debian's
+redis-server (the master and its replicas, each also on a unix socket, as a
+replica on an SMTP host would be) and redis-sentinel, with timings shortened so
+that a failover takes seconds, not the half minute of the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SERVICE = "pbs"
+"""The name the Sentinels monitor the master under (`[redis] service`)."""
+
+DOWN_AFTER_MS = 1000
+"""Sentinel's `down-after-milliseconds`: the default (30 s) would make the test crawl."""
+
+FAILOVER_TIMEOUT_MS = 5000
+"""Sentinel's `failover-timeout`: how long a failover may take before another is tried."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Tls:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, by openssl."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_file = directory / "ca.crt"
+        self.server_cert = directory / "server.crt"
+        self.server_key = directory / "server.key"
+        self.client_cert = directory / "client.crt"
+        self.client_key = directory / "client.key"
+        ca_key = directory / "ca.key"
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", ca_key, "-out", self.ca_file, "-days", "2",
+                 "-subj", "/CN=pbs-activated test CA")
+        for name, cert, key, extension in (
+            ("127.0.0.1", self.server_cert, self.server_key, "subjectAltName=IP:127.0.0.1"),
+            ("pbs-client", self.client_cert, self.client_key, "extendedKeyUsage=clientAuth"),
+        ):
+            request = directory / f"{cert.stem}.csr"
+            _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                     "-nodes", "-keyout", key, "-out", request, "-subj", f"/CN={name}")
+            extensions = directory / f"{cert.stem}.ext"
+            extensions.write_text(extension + "\n")
+            _openssl("x509", "-req", "-in", request, "-CA", self.ca_file, "-CAkey", ca_key,
+                     "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", extensions)
+
+    def server_arguments(self) -> list[str]:
+        """redis-server/redis-sentinel options: TLS only, client certificates required."""
+        return [
+            "--tls-cert-file", str(self.server_cert), "--tls-key-file", str(self.server_key),
+            "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "yes",
+            "--tls-replication", "yes",
+        ]
+
+    def client_options(self) -> dict[str, object]:
+        """redis-py options for the harness's own clients."""
+        return {
+            "ssl": True, "ssl_ca_certs": str(self.ca_file), "ssl_certfile": str(self.client_cert),
+            "ssl_keyfile": str(self.client_key),
+        }
+
+
+def _openssl(*arguments: object) -> None:
+    subprocess.run(["openssl", *map(str, arguments)], check=True, capture_output=True)
+
+
+class Server:
+    """One redis-server: the master or a replica, on a loopback port and a unix socket."""
+
+    def __init__(self, directory: Path, name: str, password: str = "", tls: Tls | None = None,
+                 port: int | None = None) -> None:
+        self.directory = directory / name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port = port or free_port()
+        self.socket_path = self.directory / "redis.sock"
+        self.password = password
+        self.tls = tls
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self, replica_of: Server | None = None) -> None:
+        """Start the server (a replica of `replica_of` if given); return once it answers."""
+        port_options = ["--port", "0", "--tls-port", str(self.port)] if self.tls else [
+            "--port", str(self.port)]
+        arguments = [
+            "redis-server", *port_options, "--bind", "127.0.0.1",
+            "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
+            "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+            "--logfile", str(self.directory / "redis.log"),
+            # A new replica gets its copy at once, not after the default 5 s delay.
+            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+            # Redis's default, spelled out: a replica cut off from its master keeps
+            # answering from its data, which is what the SMTP hosts' handlers read.
+            "--replica-serve-stale-data", "yes",
+        ]
+        if self.tls:
+            arguments += self.tls.server_arguments()
+        if self.password:
+            arguments += ["--requirepass", self.password, "--masterauth", self.password]
+        if replica_of is not None:
+            arguments += ["--replicaof", *map(str, replica_of.address)]
+        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL)
+        _wait_until(lambda: self.client().ping(), f"{self.name} did not start", self.log)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        """A redis-py client on the unix socket (no TLS needed there)."""
+        import redis
+
+        return redis.Redis(unix_socket_path=str(self.socket_path), password=self.password or None,
+                           decode_responses=True, socket_timeout=2)
+
+    def role(self) -> str:
+        return str(self.client().execute_command("ROLE")[0])
+
+    def keys(self, pattern: str = "pbs:client:*") -> set[str]:
+        return set(self.client().scan_iter(match=pattern, count=1000))
+
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text() if path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies as in a crash, with no chance to hand anything over."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+        self.socket_path.unlink(missing_ok=True)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+
+class Sentinel:
+    """One redis-sentinel process watching the master under SERVICE."""
+
+    def __init__(self, directory: Path, name: str, master: Server, password: str = "",
+                 tls: Tls | None = None) -> None:
+        self.directory = directory / name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port = free_port()
+        self.password = password
+        self.tls = tls
+        self.config = self.directory / "sentinel.conf"
+        lines = [
+            f"port {0 if tls else self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.directory}",
+            f"logfile {self.directory / 'sentinel.log'}",
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2",
+            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {SERVICE} 2",
+        ]
+        if master.password:
+            lines.append(f"sentinel auth-pass {SERVICE} {master.password}")
+        if password:
+            lines.append(f"requirepass {password}")
+        if tls:
+            lines += [
+                f"tls-port {self.port}", f"tls-cert-file {tls.server_cert}",
+                f"tls-key-file {tls.server_key}", f"tls-ca-cert-file {tls.ca_file}",
+                "tls-auth-clients yes", "tls-replication yes",
+            ]
+        self.config.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(["redis-sentinel", str(self.config)],
+                                        stdout=subprocess.DEVNULL)
+        _wait_until(lambda: self.client().ping(), f"{self.name} did not start", self.log)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        options = self.tls.client_options() if self.tls else {}
+        return redis.Redis(*self.address, password=self.password or None, decode_responses=True,
+                           socket_timeout=2, **options)
+
+    def master_state(self) -> dict[str, str]:
+        """What this sentinel knows of the master: `SENTINEL master` as a dict."""
+        reply = self.client().execute_command("SENTINEL", "MASTER", SERVICE)
+        if isinstance(reply, dict):
+            return {str(k): str(v) for k, v in reply.items()}
+        return dict(zip(reply[::2], reply[1::2], strict=False))
+
+    def master_address(self) -> tuple[str, int]:
+        host, port = self.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        return (host, int(port))
+
+    def log(self) -> str:
+        path = self.directory / "sentinel.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+class Cluster:
+    """A master, `replicas` replicas of it, and `sentinels` Sentinels watching them."""
+
+    def __init__(self, directory: Path, replicas: int = 2, sentinels: int = 3,
+                 password: str = "", sentinel_password: str = "", tls: Tls | None = None) -> None:
+        self.directory = directory
+        self.servers = [Server(directory, "master", password, tls)] + [
+            Server(directory, f"replica{index}", password, tls) for index in range(1, replicas + 1)
+        ]
+        self.sentinels = [
+            Sentinel(directory, f"sentinel{index}", self.servers[0], sentinel_password, tls)
+            for index in range(1, sentinels + 1)
+        ]
+        self.password = password
+        self.sentinel_password = sentinel_password
+
+    @property
+    def sentinel_addresses(self) -> list[str]:
+        """`[redis] sentinels` for a config file."""
+        return [f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels]
+
+    def start(self) -> None:
+        """Start everything; return once the replicas are in sync and the sentinels agree."""
+        master, *replicas = self.servers
+        master.start()
+        for replica in replicas:
+            replica.start(replica_of=master)
+        _wait_until(lambda: self.replicas_online(master) == len(replicas),
+                    "replicas did not come online", master.log)
+        for sentinel in self.sentinels:
+            sentinel.start()
+        others = str(len(self.sentinels) - 1)
+        for sentinel in self.sentinels:
+            _wait_until(
+                lambda s=sentinel: (state := s.master_state())["num-slaves"] == str(len(replicas))
+                and state["num-other-sentinels"] == others,
+                f"{sentinel.name} did not discover the cluster", sentinel.log, timeout=20,
+            )
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for server in self.servers:
+            server.kill()
+
+    def master(self) -> Server:
+        """The server the first answering sentinel names as master."""
+        for sentinel in self.sentinels:
+            if sentinel.process is None:
+                continue
+            address = sentinel.master_address()
+            return next(server for server in self.servers if server.address == address)
+        raise RuntimeError("no sentinel running")
+
+    @staticmethod
+    def replicas_online(server: Server) -> int:
+        role = server.client().execute_command("ROLE")
+        return len(role[2]) if role[0] == "master" else 0
+
+    def wait_for_new_master(self, old: Server, timeout: float = 30) -> tuple[Server, float]:
+        """Wait until every running sentinel names a master other than `old`, which
+        answers as a master; return it and the seconds waited."""
+        started = time.monotonic()
+
+        def promoted() -> bool:
+            addresses = {s.master_address() for s in self.sentinels if s.process is not None}
+            if len(addresses) != 1 or old.address in addresses:
+                return False
+            return self.master().role() == "master"
+
+        _wait_until(promoted, "no replica was promoted",
+                    lambda: "\n".join(s.log() for s in self.sentinels), timeout=timeout)
+        return self.master(), time.monotonic() - started
+
+    def wait_for_replicas_in_sync(self, timeout: float = 20) -> None:
+        """Wait until every running replica follows the master and has all its writes."""
+        master = self.master()
+        replicas = [s for s in self.servers if s.running and s is not master]
+
+        def in_sync() -> bool:
+            master_offset = int(master.client().info("replication")["master_repl_offset"])
+            for replica in replicas:
+                info = replica.client().info("replication")
+                if info.get("role") != "slave" or int(info.get("master_port", 0)) != master.port:
+                    return False
+                if info.get("master_link_status") != "up":
+                    return False
+                if int(info.get("slave_repl_offset", -1)) < master_offset:
+                    return False
+            return True
+
+        _wait_until(in_sync, "replicas did not catch up", master.log, timeout=timeout)
+
+
+def _wait_until(condition, message: str, log=lambda: "", timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception as error:  # the process is not listening yet
+            last_error = error
+        time.sleep(0.05)
+    raise RuntimeError(f"{message} (last error: {last_error})\n{log()[-3000:]}")
+
+
+def environment_without_credentials() -> dict[str, str]:
+    """This process's environment minus any systemd credentials directory of its own."""
+    return {name: value for name, value in os.environ.items() if name != "CREDENTIALS_DIRECTORY"}
