@@ -1,0 +1,238 @@
+"""Issue 6's "Done when": a master dies mid-stream and no login is lost.
+
+Real processes on loopback: a master, two replicas and three redis-sentinels
+(tests/cluster.py); a writer that does what the journal reader does (store.connect
+through Sentinel, store.authorize, any exception means "send it again"); and two
+handlers under systemd-socket-activate, as two SMTP hosts would run them: one
+reading its local replica over a unix socket, one finding servers through the
+Sentinels. The master gets SIGKILL while logins stream in.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from activation import PolicyService
+from cluster import Cluster
+from support import PYTHON, AuditSink, write_config
+
+from pbs_activated import store
+from pbs_activated.config import load
+
+REDIS_PASSWORD = "redis-secret"
+SENTINEL_PASSWORD = "sentinel-secret"
+UNAVAILABLE = "DEFER_IF_REJECT"
+
+WRITE_INTERVAL = 0.01
+"""Seconds between two logins of the stream: about a hundred logins a second."""
+
+KILL_AFTER = 1.5
+"""Seconds of stream before the master dies."""
+
+AFTER_FAILOVER = 1.5
+"""Seconds the stream goes on once the writer has a new master."""
+
+SETTLED = 0.2
+"""Handlers are asked only about logins acknowledged at least this long ago: replication
+to every replica takes microseconds on loopback, this is a wide margin."""
+
+NEVER_LOGGED_IN = "2001:db8:ffff::1"
+
+
+def login_address(index: int) -> str:
+    return f"2001:db8::{index + 1:x}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path / "cluster", password=REDIS_PASSWORD,
+                      sentinel_password=SENTINEL_PASSWORD)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class Writer(threading.Thread):
+    """The journal reader's write path: one login after another, each re-sent until acknowledged."""
+
+    def __init__(self, config_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.config = load(str(config_path))
+        self.stop = threading.Event()
+        self.acknowledged: list[tuple[str, float]] = []  # (address, when), in stream order
+        self.failures: list[tuple[float, str]] = []
+        self.expires_ms = store.now_ms() + 600_000
+
+    def run(self) -> None:
+        client = store.connect(self.config.redis)
+        index = 0
+        while not self.stop.is_set():
+            address = login_address(index)
+            backoff = 0.05
+            while True:
+                try:
+                    store.authorize(client, address, f"user{index}", self.expires_ms)
+                    break
+                except Exception as error:  # the reader's rule: not acknowledged, send again
+                    self.failures.append((time.monotonic(), f"{type(error).__name__}: {error}"))
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 0.4)
+            self.acknowledged.append((address, time.monotonic()))
+            index += 1
+            time.sleep(WRITE_INTERVAL)
+
+    def settled(self, now: float) -> list[str]:
+        return [address for address, when in list(self.acknowledged) if when <= now - SETTLED]
+
+
+class Querier(threading.Thread):
+    """Postfix on an SMTP host: asks the handler about logins all along, on a kept
+    connection that is replaced now and then (a new handler process each time)."""
+
+    def __init__(self, service: PolicyService, writer: Writer) -> None:
+        super().__init__(daemon=True)
+        self.service = service
+        self.writer = writer
+        self.stop = threading.Event()
+        self.answers: list[tuple[float, str, str]] = []  # (when, address, action)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as error:  # reported by the test, not lost in a thread
+            self.error = error
+
+    def _run(self) -> None:
+        client = self.service.connect()
+        asked = 0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            candidates = self.writer.settled(now)
+            if asked % 10 == 9 or not candidates:
+                address = NEVER_LOGGED_IN
+            else:
+                address = random.choice(candidates[-50:] if asked % 2 else candidates)
+            action = client.ask(client_address=address)
+            assert action is not None, "the handler closed the connection"
+            self.answers.append((now, address, action.split(" ", 1)[0]))
+            asked += 1
+            if asked % 25 == 0:
+                client.close()
+                client = self.service.connect()
+            time.sleep(0.005)
+        client.close()
+
+    def tally(self, address_filter) -> Counter[str]:  # type: ignore[no-untyped-def]
+        return Counter(action for _, address, action in self.answers if address_filter(address))
+
+
+def handler_config(path: Path, redis_lines: str) -> Path:
+    return write_config(path, "[redis]\ntimeout = 1.0\n" + redis_lines)
+
+
+def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "redis-password").write_text(REDIS_PASSWORD + "\n")
+    (secrets / "sentinel-password").write_text(SENTINEL_PASSWORD + "\n")
+    sentinels = "sentinels = [" + ", ".join(f'"{a}"' for a in cluster.sentinel_addresses) + "]\n"
+    through_sentinels = (
+        f'url = "redis://"\n{sentinels}service = "pbs"\n'
+        f'password_file = "{secrets / "redis-password"}"\n'
+        f'sentinel_password_file = "{secrets / "sentinel-password"}"\n'
+    )
+    writer_config = handler_config(tmp_path / "pop-host.toml", through_sentinels)
+    local_replica = cluster.servers[1]
+    replica_config = handler_config(
+        tmp_path / "smtp-host-replica.toml", f'url = "unix://{local_replica.socket_path}"\n'
+    )
+    sentinel_config = handler_config(tmp_path / "smtp-host-sentinels.toml", through_sentinels)
+
+    sink = AuditSink(tmp_path / "journal.sock")
+    for name in ("replica-handler", "sentinel-handler"):
+        (tmp_path / name).mkdir()
+    # The replica handler takes its password from a systemd credential, as under
+    # LoadCredential=redis-password:..., the other from the password files.
+    replica_service = PolicyService(
+        tmp_path / "replica-handler", replica_config, sink.path,
+        command=["env", f"CREDENTIALS_DIRECTORY={secrets}", PYTHON, "-m", "pbs_activated",
+                 "policy"],
+    )
+    sentinel_service = PolicyService(tmp_path / "sentinel-handler", sentinel_config, sink.path)
+
+    writer = Writer(writer_config)
+    queriers = [Querier(replica_service, writer), Querier(sentinel_service, writer)]
+    old_master = cluster.master()
+    try:
+        writer.start()
+        for querier in queriers:
+            querier.start()
+        time.sleep(KILL_AFTER)
+        acknowledged_before = len(writer.acknowledged)
+        old_master.kill()
+        killed_at = time.monotonic()
+        new_master, promotion_seconds = cluster.wait_for_new_master(old_master)
+        deadline = time.monotonic() + 30
+        while not [w for _, w in writer.acknowledged[acknowledged_before:] if w > killed_at]:
+            assert time.monotonic() < deadline, "the writer never wrote to the new master"
+            time.sleep(0.02)
+        first_after = min(w for _, w in writer.acknowledged[acknowledged_before:] if w > killed_at)
+        time.sleep(AFTER_FAILOVER)
+    finally:
+        writer.stop.set()
+        writer.join(timeout=10)
+        for querier in queriers:
+            querier.stop.set()
+            querier.join(timeout=10)
+        replica_service.stop()
+        sentinel_service.stop()
+        sink.close()
+
+    for querier in queriers:
+        assert querier.error is None, querier.error
+    cluster.wait_for_replicas_in_sync()
+    written = {store.client_key(address) for address, _ in writer.acknowledged}
+    survivors = [server for server in cluster.servers if server.running]
+    lost = {server.name: len(written - server.keys()) for server in survivors}
+    gaps = [b - a for (_, a), (_, b) in zip(writer.acknowledged, writer.acknowledged[1:],
+                                              strict=False)]
+    figures = {
+        "logins acknowledged": len(written),
+        "acknowledged before the kill": acknowledged_before,
+        "writer: kill to first acknowledged write (s)": round(first_after - killed_at, 3),
+        "writer: longest gap between acknowledged writes (s)": round(max(gaps), 3),
+        "writer: failed attempts re-sent": len(writer.failures),
+        "sentinels: kill to promotion seen (s)": round(promotion_seconds, 3),
+        "new master": new_master.name,
+        "logins lost per server": lost,
+        "replica handler answers": dict(queriers[0].tally(lambda a: a != NEVER_LOGGED_IN)),
+        "sentinel handler answers": dict(queriers[1].tally(lambda a: a != NEVER_LOGGED_IN)),
+        "never-logged-in answers": dict(
+            queriers[0].tally(lambda a: a == NEVER_LOGGED_IN)
+            + queriers[1].tally(lambda a: a == NEVER_LOGGED_IN)
+        ),
+    }
+    print("\ncluster failover figures:")
+    for name, value in figures.items():
+        print(f"  {name}: {value}")
+
+    assert new_master is not old_master
+    assert len(survivors) == 2 and new_master in survivors
+    assert all(count == 0 for count in lost.values()), lost
+    assert acknowledged_before > 20 and len(written) > acknowledged_before + 20
+    for querier in queriers:
+        # Something was reachable all along (the local replica; replicas named by the
+        # Sentinels while the master was down): every acknowledged login got OK.
+        logged_in = querier.tally(lambda a: a != NEVER_LOGGED_IN)
+        assert set(logged_in) == {"OK"}, logged_in
+        assert logged_in["OK"] > 50
+        assert set(querier.tally(lambda a: a == NEVER_LOGGED_IN)) == {"DUNNO"}
