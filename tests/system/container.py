@@ -639,6 +639,21 @@ class Container:
         entries = [json.loads(line) for line in out.splitlines() if line.strip()]
         return [e for e in entries if e.get("__CURSOR") != after_cursor]
 
+    def log_from_unit(
+        self, unit: str, identifier: str, message: str, user: str | None = None
+    ) -> None:
+        """Send a syslog line from a transient service unit (e.g. a forged Dovecot line).
+
+        Why not ``run(["logger", ...])``: processes started by run() belong to
+        no unit of the container (no _SYSTEMD_UNIT), and a short-lived sender
+        often gets no trusted fields at all because it is gone before journald
+        looks at /proc.  The sender here lives for a second, inside a real unit.
+        """
+        argv = ["systemd-run", "--wait", "--quiet", "--collect", f"--unit={unit}"]
+        if user is not None:
+            argv += ["-p", f"User={user}"]
+        self.run([*argv, "/usr/bin/python3", "-c", SYSLOG_SENDER, identifier, message])
+
     def journal_cursor(self) -> str:
         """Cursor of the newest journal entry: remember it before an action, then
         read only what the action logged with journal(after_cursor=...)."""
@@ -666,6 +681,14 @@ class Container:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no journal entry {matches} containing {contains!r}")
             time.sleep(0.1)
+
+
+SYSLOG_SENDER = """\
+import sys, syslog, time
+syslog.openlog(sys.argv[1], 0, syslog.LOG_MAIL)
+syslog.syslog(syslog.LOG_INFO, sys.argv[2])
+time.sleep(1)  # stay alive: journald reads _COMM, _EXE, cgroup... from /proc afterwards
+"""
 
 
 def _kill_quietly(pid: int) -> None:

@@ -106,3 +106,15 @@ def test_run_as_user_and_files(mail_host: Container) -> None:
     assert mail_host.read_file("/tmp/pbs-smoke/file.txt") == "hello\n"
     assert mail_host.run(["stat", "-c", "%a", "/tmp/pbs-smoke/file.txt"]).stdout.strip() == "600"
     mail_host.run(["rm", "-r", "/tmp/pbs-smoke"])
+
+
+def test_log_from_unit_has_trusted_fields(mail_host: Container) -> None:
+    """A forged "dovecot" line from another unit is distinguishable by _SYSTEMD_UNIT."""
+    cursor = mail_host.journal_cursor()
+    mail_host.log_from_unit("pbs-smoke-forger", "dovecot", "pop3-login: Login: forged", user="bob")
+    entry = mail_host.wait_for_journal(
+        "SYSLOG_IDENTIFIER=dovecot", contains="forged", after_cursor=cursor
+    )
+    assert entry["_SYSTEMD_UNIT"] == "pbs-smoke-forger.service"
+    assert entry["_UID"] == mail_host.run(["id", "-u", "bob"]).stdout.strip()
+    assert entry["_COMM"] == "python3"
