@@ -1,0 +1,186 @@
+"""What the .deb holds and declares, read with dpkg-deb: `dpkg -I` and `dpkg -c` checks.
+
+The package runs Debian's python3 with Debian's python3-redis and python3-systemd;
+dh_python3 derives those dependencies from pyproject.toml and byte-compiles at
+install time, so the archive itself holds sources only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import debian_environment, project_version, run
+from support import REPO
+
+UNITS = ("pbs-policy.socket", "pbs-policy@.service", "pbs-journal.service")
+UNIT_DIRECTORY = "lib/systemd/system"
+CONFFILE = "/etc/pbs-activated/pbs-activated.toml"
+
+
+def field(deb: Path, name: str) -> str:
+    result = run(["dpkg-deb", "-f", str(deb), name])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def relations(deb: Path, name: str) -> list[str]:
+    """A relation field as a list of alternatives groups, version constraints dropped."""
+    groups = []
+    for group in field(deb, name).split(","):
+        alternatives = [part.split("(")[0].strip() for part in group.split("|")]
+        groups.append(" | ".join(alternatives))
+    return groups
+
+
+def contents(deb: Path) -> list[str]:
+    """Paths in the archive (`dpkg -c`), without the leading `.`."""
+    result = run(["dpkg-deb", "-c", str(deb)])
+    assert result.returncode == 0, result.stderr
+    return [
+        line.split(None, 5)[5].removeprefix(".").split(" -> ")[0]
+        for line in result.stdout.splitlines()
+    ]
+
+
+def test_package_file_is_named_after_the_pyproject_version(deb: Path) -> None:
+    assert deb.name == f"pbs-activated_{project_version()}_all.deb"
+    assert field(deb, "Package") == "pbs-activated"
+    assert field(deb, "Version") == project_version()
+    assert field(deb, "Architecture") == "all"
+
+
+def test_package_information_is_readable_by_dpkg(deb: Path) -> None:
+    result = run(["dpkg", "-I", str(deb)])
+    assert result.returncode == 0, result.stderr
+    assert "Description: POP-before-SMTP relay authorization for Postfix" in result.stdout
+
+
+def test_depends_on_debian_python_with_debian_redis_and_systemd_modules(deb: Path) -> None:
+    depends = relations(deb, "Depends")
+    assert "python3-redis" in depends
+    assert "python3-systemd" in depends
+    assert "python3:any" in depends
+
+
+def test_depends_on_nothing_outside_debian_python(deb: Path) -> None:
+    assert sorted(relations(deb, "Depends")) == ["python3-redis", "python3-systemd", "python3:any"]
+
+
+def test_recommends_redis_server(deb: Path) -> None:
+    assert relations(deb, "Recommends") == ["redis-server"]
+
+
+def test_suggests_postfix_and_a_pop_server(deb: Path) -> None:
+    suggests = relations(deb, "Suggests")
+    assert "postfix" in suggests
+    assert "dovecot-pop3d | courier-pop" in suggests
+
+
+def test_console_script_runs_debian_python(unpacked: Path) -> None:
+    script = unpacked / "usr/bin/pbs-activated"
+    assert script.stat().st_mode & 0o111
+    assert script.read_text().splitlines()[0] == "#!/usr/bin/python3"
+
+
+def test_packaged_command_reports_the_version(unpacked: Path) -> None:
+    environment = debian_environment() | {
+        "PYTHONPATH": str(unpacked / "usr/lib/python3/dist-packages")
+    }
+    result = subprocess.run(
+        [str(unpacked / "usr/bin/pbs-activated"), "--version"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"pbs-activated {project_version()}"
+
+
+def test_python_package_is_in_debian_dist_packages(deb: Path) -> None:
+    paths = contents(deb)
+    for module in ("__init__", "cli", "policy", "config", "defaults"):
+        assert f"/usr/lib/python3/dist-packages/pbs_activated/{module}.py" in paths
+
+
+def test_no_bytecode_and_no_virtualenv_inside(deb: Path) -> None:
+    paths = contents(deb)
+    assert not [path for path in paths if path.endswith((".pyc", ".pyo")) or "__pycache__" in path]
+    assert not [path for path in paths if path.endswith(("/pyvenv.cfg", "/bin/activate"))]
+    assert not [path for path in paths if "site-packages" in path]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_ships_the_unit_as_written_in_the_source(unpacked: Path, unit: str) -> None:
+    assert (unpacked / UNIT_DIRECTORY / unit).read_text() == (REPO / "units" / unit).read_text()
+
+
+def test_ships_the_documented_conffile(unpacked: Path, control: Path) -> None:
+    shipped = unpacked / CONFFILE.lstrip("/")
+    assert shipped.read_text() == (REPO / "packaging/pbs-activated.toml").read_text()
+    assert CONFFILE in (control / "conffiles").read_text().split()
+
+
+def test_ships_the_man_pages(deb: Path) -> None:
+    paths = contents(deb)
+    assert "/usr/share/man/man8/pbs-activated.8.gz" in paths
+    assert "/usr/share/man/man5/pbs-activated.toml.5.gz" in paths
+
+
+def test_ships_the_examples(deb: Path) -> None:
+    paths = contents(deb)
+    for example in sorted((REPO / "docs/examples").iterdir()):
+        assert f"/usr/share/doc/pbs-activated/examples/{example.name}" in paths
+
+
+def test_installing_byte_compiles_with_debian_python(control: Path) -> None:
+    assert "py3compile -p pbs-activated" in (control / "postinst").read_text()
+
+
+@pytest.mark.parametrize("unit", ["pbs-policy.socket", "pbs-journal.service"])
+def test_installing_enables_and_starts_the_unit(control: Path, unit: str) -> None:
+    postinst = (control / "postinst").read_text()
+    assert f"deb-systemd-helper enable '{unit}'" in postinst
+    assert f"deb-systemd-invoke start '{unit}'" in postinst or (
+        f"deb-systemd-invoke $_dh_action '{unit}'" in postinst
+    )
+
+
+@pytest.mark.parametrize("unit", ["pbs-policy.socket", "pbs-journal.service"])
+def test_an_administrators_disable_survives_upgrades(control: Path, unit: str) -> None:
+    """deb-systemd-helper enables only a unit that was never disabled by hand."""
+    postinst = (control / "postinst").read_text()
+    assert f"if deb-systemd-helper --quiet was-enabled '{unit}'; then" in postinst
+
+
+def test_the_handler_template_is_started_by_its_socket_only(control: Path) -> None:
+    for script in ("postinst", "prerm", "postrm"):
+        assert "pbs-policy@" not in (control / script).read_text()
+
+
+def test_the_socket_keeps_listening_through_an_upgrade(control: Path) -> None:
+    """Each connection runs the new code anyway; a restart would fail Postfix's clients."""
+    assert "restart" not in _section_for(control / "postinst", "pbs-policy.socket")
+    prerm = (control / "prerm").read_text()
+    assert '[ "$1" = remove ]' in _section_for(control / "prerm", "pbs-policy.socket")
+    assert "deb-systemd-invoke stop 'pbs-policy.socket'" in prerm
+
+
+def test_the_reader_is_restarted_after_an_upgrade(control: Path) -> None:
+    """A long-lived process must be restarted to run the new code."""
+    assert "_dh_action=restart" in _section_for(control / "postinst", "'pbs-journal.service'")
+
+
+def test_purge_removes_the_readers_state(control: Path) -> None:
+    postrm = (control / "postrm").read_text()
+    assert "rm -rf /var/lib/private/pbs-activated /var/lib/pbs-activated" in postrm
+    assert "deb-systemd-helper purge 'pbs-journal.service'" in postrm
+    assert "deb-systemd-helper purge 'pbs-policy.socket'" in postrm
+
+
+def _section_for(script: Path, needle: str) -> str:
+    """The debhelper snippets of a maintainer script that mention `needle`."""
+    snippets = script.read_text().split("# End automatically added section")
+    return "\n".join(snippet for snippet in snippets if needle in snippet)

@@ -1,0 +1,104 @@
+"""The units as packaged: hardened, and clean to systemd's own checks.
+
+`systemd-analyze security --offline=true` scores a unit file without a running
+manager (systemd 252 has it). `systemd-analyze verify --root=` checks the units
+against a root holding the package's files and the host's systemd units, so the
+ExecStart= binaries and the Documentation= man pages are those of the package.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run
+from support import PYTHON, REPO
+
+MAXIMUM_EXPOSURE = 2.0
+"""The issue's bound: the handler needs little more than its socket and Redis."""
+
+SERVICES = ("pbs-policy@.service", "pbs-journal.service")
+UNIT_DIRECTORY = "lib/systemd/system"
+
+
+def exposure(unit_file: Path) -> float:
+    result = run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit_file)])
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="session")
+def verify_root(unpacked: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's files, plus what its Depends and systemd put on a real system.
+
+    That is the host's systemd units (sysinit.target and friends) and Debian's
+    python3 (a unit may start the interpreter directly, skipping the console script).
+    """
+    root = tmp_path_factory.mktemp("verify-root")
+    shutil.copytree(unpacked, root, symlinks=True, dirs_exist_ok=True)
+    for directory in ("/lib/systemd/system", "/usr/lib/systemd/system"):
+        if Path(directory).is_dir() and not Path(directory).is_symlink():
+            shutil.copytree(
+                directory, root / directory.lstrip("/"), symlinks=True, dirs_exist_ok=True
+            )
+    shutil.copy2(PYTHON, root / PYTHON.lstrip("/"))
+    return root
+
+
+def verify(root: Path, *units: str) -> tuple[int, str]:
+    """Exit status and complaints of `systemd-analyze verify` (warnings come with status 0)."""
+    result = run(
+        ["systemd-analyze", "verify", f"--root={root}", *units],
+        MANPATH=str(root / "usr/share/man"),
+    )
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_exposure_is_at_most_two(unpacked: Path, service: str) -> None:
+    assert exposure(unpacked / UNIT_DIRECTORY / service) <= MAXIMUM_EXPOSURE
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_exposure_check_is_from_the_source_units(service: str) -> None:
+    """The same bound on units/ directly, so a weakened unit fails before packaging."""
+    assert exposure(REPO / "units" / service) <= MAXIMUM_EXPOSURE
+
+
+@pytest.mark.parametrize(
+    "unit", ["pbs-policy.socket", "pbs-policy@0.service", "pbs-journal.service"]
+)
+def test_unit_verifies_clean(verify_root: Path, unit: str) -> None:
+    status, complaints = verify(verify_root, unit)
+    assert status == 0 and complaints == "", complaints
+
+
+def test_verify_notices_a_missing_binary(verify_root: Path, tmp_path: Path) -> None:
+    """The check above is real: without the package's command it fails."""
+    root = tmp_path / "root"
+    shutil.copytree(verify_root, root, symlinks=True)
+    (root / "usr/bin/pbs-activated").unlink()
+    (root / PYTHON.lstrip("/")).unlink()
+    status, complaints = verify(root, "pbs-journal.service", "pbs-policy@0.service")
+    assert status != 0 and "is not executable" in complaints
+
+
+def test_tcp_listener_example_verifies_clean(verify_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(verify_root, root, symlinks=True)
+    drop_in = root / "etc/systemd/system/pbs-policy.socket.d/tcp.conf"
+    drop_in.parent.mkdir(parents=True)
+    shutil.copy(root / "usr/share/doc/pbs-activated/examples/pbs-policy-tcp.conf", drop_in)
+    status, complaints = verify(root, "pbs-policy.socket")
+    assert status == 0 and complaints == "", complaints
+
+
+def test_tcp_listener_example_listens_on_loopback_only() -> None:
+    text = (REPO / "docs/examples/pbs-policy-tcp.conf").read_text()
+    listeners = re.findall(r"^ListenStream=(.*)$", text, re.MULTILINE)
+    assert listeners and all(re.fullmatch(r"127\.0\.0\.1:\d+", item) for item in listeners)
+    assert "IPAddressDeny=any" in text.splitlines()
+    assert "IPAddressAllow=localhost" in text.splitlines()
