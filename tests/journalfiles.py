@@ -108,6 +108,7 @@ def encode_export(record: Mapping[str, str]) -> bytes:
 def write_journal(path: Path, records: Iterable[Mapping[str, str]]) -> None:
     """Write (or append) entries to the journal file `path` in one journal-remote run."""
     data = b"".join(encode_export(record) for record in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [JOURNAL_REMOTE, f"--output={path}", "-"], input=data, capture_output=True, timeout=120
     )
@@ -208,6 +209,7 @@ class ReaderProcess:
         if self.notify is not None:
             self.notify.close()
             self.notify_path.unlink(missing_ok=True)
+        self.notify_path.parent.mkdir(exist_ok=True)
         self.notify = NotifySink(self.notify_path)
         environment = dict(
             os.environ, PYTHONPATH=str(REPO), STATE_DIRECTORY=str(self.state),
@@ -246,7 +248,8 @@ class ReaderProcess:
             self.notify.close()
             self.notify = None
         self.notify_path.unlink(missing_ok=True)
-        self.notify_path.parent.rmdir()
+        if self.notify_path.parent.exists():
+            self.notify_path.parent.rmdir()
 
     @property
     def cursor(self) -> str:
