@@ -8,10 +8,10 @@ that a failover takes seconds, not the half minute of the defaults.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +22,12 @@ DOWN_AFTER_MS = 1000
 """Sentinel's `down-after-milliseconds`: the default (30 s) would make the test crawl."""
 
 FAILOVER_TIMEOUT_MS = 5000
-"""Sentinel's `failover-timeout`: how long a failover may take before another is tried."""
+"""Sentinel's `failover-timeout`: how long a failover may take before another is tried.
+
+Also how long Sentinel tolerates a replica following another address than the
+master's before it re-points it, which a proxied cluster (see LinkProxy) must
+outlast: there it is a minute.
+"""
 
 
 def free_port() -> int:
@@ -96,8 +101,8 @@ class Server:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    def start(self, replica_of: Server | None = None) -> None:
-        """Start the server (a replica of `replica_of` if given); return once it answers."""
+    def start(self, replica_of: tuple[str, int] | None = None) -> None:
+        """Start the server (a replica of the master at `replica_of`); return once it answers."""
         port_options = ["--port", "0", "--tls-port", str(self.port)] if self.tls else [
             "--port", str(self.port)]
         arguments = [
@@ -116,7 +121,7 @@ class Server:
         if self.password:
             arguments += ["--requirepass", self.password, "--masterauth", self.password]
         if replica_of is not None:
-            arguments += ["--replicaof", *map(str, replica_of.address)]
+            arguments += ["--replicaof", *map(str, replica_of)]
         self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL)
         _wait_until(lambda: self.client().ping(), f"{self.name} did not start", self.log)
 
@@ -145,6 +150,15 @@ class Server:
             self.process = None
         self.socket_path.unlink(missing_ok=True)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing, as on a stalled host."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self.process is not None
@@ -154,7 +168,7 @@ class Sentinel:
     """One redis-sentinel process watching the master under SERVICE."""
 
     def __init__(self, directory: Path, name: str, master: Server, password: str = "",
-                 tls: Tls | None = None) -> None:
+                 tls: Tls | None = None, failover_timeout_ms: int = FAILOVER_TIMEOUT_MS) -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -169,7 +183,7 @@ class Sentinel:
             f"logfile {self.directory / 'sentinel.log'}",
             f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2",
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
             f"sentinel parallel-syncs {SERVICE} 2",
         ]
         if master.password:
@@ -227,13 +241,17 @@ class Cluster:
     """A master, `replicas` replicas of it, and `sentinels` Sentinels watching them."""
 
     def __init__(self, directory: Path, replicas: int = 2, sentinels: int = 3,
-                 password: str = "", sentinel_password: str = "", tls: Tls | None = None) -> None:
+                 password: str = "", sentinel_password: str = "", tls: Tls | None = None,
+                 proxied: bool = False) -> None:
         self.directory = directory
+        self.proxy: LinkProxy | None = None
+        self.proxied = proxied
         self.servers = [Server(directory, "master", password, tls)] + [
             Server(directory, f"replica{index}", password, tls) for index in range(1, replicas + 1)
         ]
         self.sentinels = [
-            Sentinel(directory, f"sentinel{index}", self.servers[0], sentinel_password, tls)
+            Sentinel(directory, f"sentinel{index}", self.servers[0], sentinel_password, tls,
+                     60_000 if proxied else FAILOVER_TIMEOUT_MS)
             for index in range(1, sentinels + 1)
         ]
         self.password = password
@@ -248,8 +266,12 @@ class Cluster:
         """Start everything; return once the replicas are in sync and the sentinels agree."""
         master, *replicas = self.servers
         master.start()
+        upstream = master.address
+        if self.proxied:
+            self.proxy = LinkProxy(master.address)
+            upstream = self.proxy.address
         for replica in replicas:
-            replica.start(replica_of=master)
+            replica.start(replica_of=upstream)
         _wait_until(lambda: self.replicas_online(master) == len(replicas),
                     "replicas did not come online", master.log)
         for sentinel in self.sentinels:
@@ -267,6 +289,8 @@ class Cluster:
             sentinel.stop()
         for server in self.servers:
             server.kill()
+        if self.proxy is not None:
+            self.proxy.close()
 
     def master(self) -> Server:
         """The server the first answering sentinel names as master."""
@@ -317,6 +341,71 @@ class Cluster:
         _wait_until(in_sync, "replicas did not catch up", master.log, timeout=timeout)
 
 
+class LinkProxy:
+    """A TCP relay between the master and its replicas that the test can hold and cut.
+
+    On loopback a killed master's last writes still reach its replicas (the kernel
+    delivers what was sent). On a real network a crashed host takes them with it;
+    holding the relay, then closing it, is that crash: the master has taken the
+    write, no replica will ever see it.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = ("127.0.0.1", int(self.listener.getsockname()[1]))
+        self.held = threading.Event()
+        self.closed = threading.Event()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self) -> None:
+        """Stop relaying: what either side sends from now on waits in the relay."""
+        self.held.set()
+
+    def release(self) -> None:
+        self.held.clear()
+
+    def close(self) -> None:
+        """Cut every link; whatever the relay held is dropped, never delivered."""
+        self.closed.set()
+        for sock in [self.listener, *self.sockets]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                replica, _ = self.listener.accept()
+                master = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.sockets += [replica, master]
+            for source, destination in ((replica, master), (master, replica)):
+                threading.Thread(target=self._relay, args=(source, destination),
+                                 daemon=True).start()
+
+    def _relay(self, source: socket.socket, destination: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                while self.held.is_set() and not self.closed.is_set():
+                    time.sleep(0.01)
+                if self.closed.is_set():
+                    return
+                destination.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, destination):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
 def _wait_until(condition, message: str, log=lambda: "", timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -328,8 +417,3 @@ def _wait_until(condition, message: str, log=lambda: "", timeout: float = 10) ->
             last_error = error
         time.sleep(0.05)
     raise RuntimeError(f"{message} (last error: {last_error})\n{log()[-3000:]}")
-
-
-def environment_without_credentials() -> dict[str, str]:
-    """This process's environment minus any systemd credentials directory of its own."""
-    return {name: value for name, value in os.environ.items() if name != "CREDENTIALS_DIRECTORY"}
