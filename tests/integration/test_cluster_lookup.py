@@ -1,0 +1,172 @@
+"""The handler's lookup in a cluster: through the Sentinels, or on a local replica.
+
+`store.Lookup` is what every handler process runs; here it talks to real
+redis-server and redis-sentinel processes on loopback (tests/cluster.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import Cluster, free_port
+
+from pbs_activated import store
+from pbs_activated.config import RedisSettings, parse_redis_url
+
+REDIS_PASSWORD = "redis-secret"
+SENTINEL_PASSWORD = "sentinel-secret"
+ADDRESS = "192.0.2.10"
+TIMEOUT = 1.0
+
+
+def start_cluster(directory: Path) -> Cluster:
+    cluster = Cluster(directory, replicas=2, sentinels=3, password=REDIS_PASSWORD,
+                      sentinel_password=SENTINEL_PASSWORD)
+    cluster.start()
+    writer = store.connect(through_sentinels(cluster))
+    store.authorize(writer, ADDRESS, "alice", store.now_ms() + 600_000)
+    cluster.wait_for_replicas_in_sync()
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster the tests below only read from."""
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of the test's own, for tests that kill parts of it."""
+    cluster = start_cluster(tmp_path / "cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def through_sentinels(cluster: Cluster, sentinels: list[tuple[str, int]] | None = None,
+                      sentinel_password: str = SENTINEL_PASSWORD) -> RedisSettings:
+    settings = RedisSettings()
+    settings.timeout = TIMEOUT
+    settings.password = REDIS_PASSWORD
+    settings.sentinel_password = sentinel_password
+    settings.sentinels = tuple(sentinels or [s.address for s in cluster.sentinels])
+    return settings
+
+
+def lookup_user(settings: RedisSettings, address: str = ADDRESS) -> str | None:
+    lookup = store.Lookup(settings)
+    try:
+        return lookup.user_for(address)
+    finally:
+        lookup.close()
+
+
+def test_lookup_through_the_sentinels_finds_an_authorization(shared_cluster: Cluster) -> None:
+    settings = through_sentinels(shared_cluster)
+    assert lookup_user(settings) == "alice"
+    assert lookup_user(settings, "192.0.2.99") is None
+
+
+def test_lookup_reads_from_the_master_the_sentinels_name(shared_cluster: Cluster) -> None:
+    lookup = store.Lookup(through_sentinels(shared_cluster))
+    try:
+        assert lookup.user_for(ADDRESS) == "alice"
+        assert lookup._socket is not None
+        assert lookup._socket.getpeername()[1] == shared_cluster.master().port
+    finally:
+        lookup.close()
+
+
+def test_lookup_asks_the_next_sentinel_when_one_is_down(shared_cluster: Cluster) -> None:
+    nobody = ("127.0.0.1", free_port())
+    sentinels = [nobody] + [s.address for s in shared_cluster.sentinels]
+    assert lookup_user(through_sentinels(shared_cluster, sentinels)) == "alice"
+
+
+def test_a_silent_sentinel_costs_only_its_share_of_the_timeout(shared_cluster: Cluster) -> None:
+    """A sentinel on a host that accepts but never answers must not use up the budget."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never replies
+        sentinels = [silent.getsockname()] + [s.address for s in shared_cluster.sentinels[:1]]
+        started = time.monotonic()
+        assert lookup_user(through_sentinels(shared_cluster, sentinels)) == "alice"
+        elapsed = time.monotonic() - started
+    assert TIMEOUT / 2 - 0.1 < elapsed < TIMEOUT
+
+
+def test_lookup_is_unavailable_when_no_sentinel_answers(shared_cluster: Cluster) -> None:
+    sentinels = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
+    with pytest.raises(store.StoreUnavailable, match="sentinel 127.0.0.1:"):
+        lookup_user(through_sentinels(shared_cluster, sentinels))
+
+
+def test_lookup_with_a_wrong_sentinel_password_is_unavailable(shared_cluster: Cluster) -> None:
+    settings = through_sentinels(shared_cluster, sentinel_password="wrong")
+    with pytest.raises(store.StoreUnavailable, match="WRONGPASS|invalid"):
+        lookup_user(settings)
+
+
+def test_lookup_with_a_wrong_redis_password_is_unavailable(shared_cluster: Cluster) -> None:
+    settings = through_sentinels(shared_cluster)
+    settings.password = "wrong"
+    with pytest.raises(store.StoreUnavailable, match="WRONGPASS|invalid"):
+        lookup_user(settings)
+
+
+def test_lookup_reads_a_replica_while_the_master_is_down(cluster: Cluster) -> None:
+    """Between the master's death and the promotion, the Sentinels still name the dead
+    master: the replicas they know answer instead."""
+    cluster.master().kill()
+    assert lookup_user(through_sentinels(cluster)) == "alice"
+
+
+def test_a_kept_connection_follows_a_failover(cluster: Cluster) -> None:
+    """A handler serving a long Postfix connection outlives its master."""
+    lookup = store.Lookup(through_sentinels(cluster))
+    try:
+        assert lookup.user_for(ADDRESS) == "alice"
+        old_master = cluster.master()
+        old_master.kill()
+        assert lookup.user_for(ADDRESS) == "alice"
+        cluster.wait_for_new_master(old_master)
+        lookup.close()
+        assert lookup.user_for(ADDRESS) == "alice"
+        assert lookup._socket is not None
+        assert lookup._socket.getpeername()[1] == cluster.master().port
+    finally:
+        lookup.close()
+
+
+def test_lookup_is_unavailable_when_every_server_is_down(cluster: Cluster) -> None:
+    for server in cluster.servers:
+        server.kill()
+    started = time.monotonic()
+    with pytest.raises(store.StoreUnavailable):
+        lookup_user(through_sentinels(cluster))
+    assert time.monotonic() - started < TIMEOUT
+
+
+def test_a_replica_cut_off_from_its_master_keeps_answering(cluster: Cluster) -> None:
+    """An SMTP host's local replica serves its data while no master is reachable
+    (`replica-serve-stale-data yes`, Redis's default)."""
+    master = cluster.master()
+    for sentinel in cluster.sentinels:
+        sentinel.stop()  # no failover either: the replica stays a replica without a master
+    master.kill()
+    replica = cluster.servers[1]
+    time.sleep(0.3)
+    assert replica.client().info("replication")["master_link_status"] == "down"
+    settings = RedisSettings()
+    parse_redis_url(f"unix://{replica.socket_path}", settings)
+    settings.password = REDIS_PASSWORD
+    assert lookup_user(settings) == "alice"
+    assert lookup_user(settings, "192.0.2.99") is None
