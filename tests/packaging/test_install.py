@@ -1,0 +1,148 @@
+"""The .deb installed, upgraded, removed and purged in a booted Debian 12.
+
+The container is the system tests' (tests/system/container.py): Debian's
+bookworm with systemd as PID 1, Postfix, Dovecot, Redis, python3-redis and
+python3-systemd, so `apt-get install` of the .deb needs no network. Read-only
+checks share one container; each lifecycle check boots a fresh one (a second).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import project_version
+
+pytestmark = pytest.mark.system
+
+PACKAGE = "/root/pbs-activated.deb"
+UPGRADE = "/root/pbs-activated-upgrade.deb"
+STATE = ("/var/lib/private/pbs-activated", "/var/lib/pbs-activated")
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "installing the package in a container needs root"
+    missing = [
+        tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if not shutil.which(tool)
+    ]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture(scope="session")
+def upgrade_deb(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same package with a higher version, so dpkg runs its upgrade path."""
+    tree = tmp_path_factory.mktemp("upgrade") / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN/control"
+    version = f"Version: {project_version()}"
+    control.write_text(control.read_text().replace(version, f"{version}+upgrade1"))
+    path = tree.parent / "upgrade.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def booted(deb: Path, upgrade: Path) -> Iterator[object]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from system.container import Container
+
+    with Container() as container:
+        container.copy_in(deb, PACKAGE)
+        container.copy_in(upgrade, UPGRADE)
+        container.run(f"cd /root && apt-get install -y ./{Path(PACKAGE).name}", timeout=300)
+        yield container
+
+
+@pytest.fixture(scope="module")
+def installed(deb: Path, upgrade_deb: Path) -> Iterator[object]:
+    """One container with the package installed, for checks that change nothing."""
+    yield from booted(deb, upgrade_deb)
+
+
+@pytest.fixture
+def fresh(deb: Path, upgrade_deb: Path) -> Iterator[object]:
+    """A container of its own, for a check that upgrades, removes or purges."""
+    yield from booted(deb, upgrade_deb)
+
+
+def shell(container: object, command: str) -> str:
+    return container.run(command, check=False).stdout.strip()  # type: ignore[attr-defined]
+
+
+def test_installing_enables_the_policy_socket_and_the_reader(installed: object) -> None:
+    assert shell(installed, "systemctl is-enabled pbs-policy.socket") == "enabled"
+    assert shell(installed, "systemctl is-enabled pbs-journal.service") == "enabled"
+
+
+def test_installing_starts_the_policy_socket_and_the_reader(installed: object) -> None:
+    assert shell(installed, "systemctl is-active pbs-policy.socket") == "active"
+    assert shell(installed, "systemctl is-active pbs-journal.service") == "active"
+
+
+def test_the_policy_socket_is_postfix_only(installed: object) -> None:
+    listing = shell(installed, "stat -c '%A %U %G' /var/spool/postfix/private/pbs-policy")
+    assert listing == "srw------- postfix postfix"
+
+
+def test_installing_byte_compiles_with_debian_python(installed: object) -> None:
+    compiled = shell(installed, "ls /usr/lib/python3/dist-packages/pbs_activated/__pycache__")
+    assert "cli.cpython-311.pyc" in compiled.split()
+
+
+def test_the_installed_command_runs(installed: object) -> None:
+    assert shell(installed, "pbs-activated --version") == f"pbs-activated {project_version()}"
+
+
+def test_the_reader_keeps_its_state_in_its_state_directory(installed: object) -> None:
+    assert shell(installed, "test -d /var/lib/private/pbs-activated && echo yes") == "yes"
+
+
+def test_an_administrators_disable_survives_an_upgrade(fresh: object) -> None:
+    shell(fresh, "systemctl disable --now pbs-journal.service pbs-policy.socket")
+    shell(fresh, f"apt-get install -y {UPGRADE}")
+    assert shell(fresh, "dpkg-query -W -f '${Version}' pbs-activated").endswith("+upgrade1")
+    assert shell(fresh, "systemctl is-enabled pbs-journal.service") == "disabled"
+    assert shell(fresh, "systemctl is-enabled pbs-policy.socket") == "disabled"
+
+
+def test_an_upgrade_restarts_the_reader_and_leaves_the_socket_listening(fresh: object) -> None:
+    reader = shell(fresh, "systemctl show -P MainPID pbs-journal.service")
+    listening_since = shell(
+        fresh, "systemctl show -P ActiveEnterTimestampMonotonic pbs-policy.socket"
+    )
+    shell(fresh, f"apt-get install -y {UPGRADE}")
+    assert shell(fresh, "systemctl is-active pbs-journal.service") == "active"
+    assert shell(fresh, "systemctl show -P MainPID pbs-journal.service") != reader
+    assert (
+        shell(fresh, "systemctl show -P ActiveEnterTimestampMonotonic pbs-policy.socket")
+        == listening_since
+    )
+
+
+def test_remove_stops_the_services_and_keeps_configuration_and_state(fresh: object) -> None:
+    shell(fresh, "apt-get remove -y pbs-activated")
+    assert shell(fresh, "systemctl is-active pbs-journal.service") != "active"
+    assert shell(fresh, "systemctl is-active pbs-policy.socket") != "active"
+    assert shell(fresh, "test -f /etc/pbs-activated/pbs-activated.toml && echo yes") == "yes"
+    assert shell(fresh, "test -d /var/lib/private/pbs-activated && echo yes") == "yes"
+
+
+def test_purge_removes_configuration_state_and_enablement(fresh: object) -> None:
+    shell(fresh, "apt-get purge -y pbs-activated")
+    for path in ("/etc/pbs-activated", *STATE):
+        assert shell(fresh, f"test -e {path} || test -L {path} || echo gone") == "gone", path
+    wants = shell(
+        fresh,
+        "ls /etc/systemd/system/sockets.target.wants /etc/systemd/system/multi-user.target.wants",
+    )
+    assert "pbs-" not in wants
