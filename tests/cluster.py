@@ -8,6 +8,7 @@ that a failover takes seconds, not the half minute of the defaults.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -48,33 +49,83 @@ class Tls:
         self.client_cert = directory / "client.crt"
         self.client_key = directory / "client.key"
         ca_key = directory / "ca.key"
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-nodes", "-keyout", ca_key, "-out", self.ca_file, "-days", "2",
-                 "-subj", "/CN=pbs-activated test CA")
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            self.ca_file,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pbs-activated test CA",
+        )
         for name, cert, key, extension in (
             ("127.0.0.1", self.server_cert, self.server_key, "subjectAltName=IP:127.0.0.1"),
             ("pbs-client", self.client_cert, self.client_key, "extendedKeyUsage=clientAuth"),
         ):
             request = directory / f"{cert.stem}.csr"
-            _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                     "-nodes", "-keyout", key, "-out", request, "-subj", f"/CN={name}")
+            _openssl(
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                request,
+                "-subj",
+                f"/CN={name}",
+            )
             extensions = directory / f"{cert.stem}.ext"
             extensions.write_text(extension + "\n")
-            _openssl("x509", "-req", "-in", request, "-CA", self.ca_file, "-CAkey", ca_key,
-                     "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", extensions)
+            _openssl(
+                "x509",
+                "-req",
+                "-in",
+                request,
+                "-CA",
+                self.ca_file,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-out",
+                cert,
+                "-days",
+                "2",
+                "-extfile",
+                extensions,
+            )
 
     def server_arguments(self) -> list[str]:
         """redis-server/redis-sentinel options: TLS only, client certificates required."""
         return [
-            "--tls-cert-file", str(self.server_cert), "--tls-key-file", str(self.server_key),
-            "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "yes",
-            "--tls-replication", "yes",
+            "--tls-cert-file",
+            str(self.server_cert),
+            "--tls-key-file",
+            str(self.server_key),
+            "--tls-ca-cert-file",
+            str(self.ca_file),
+            "--tls-auth-clients",
+            "yes",
+            "--tls-replication",
+            "yes",
         ]
 
     def client_options(self) -> dict[str, object]:
         """redis-py options for the harness's own clients."""
         return {
-            "ssl": True, "ssl_ca_certs": str(self.ca_file), "ssl_certfile": str(self.client_cert),
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca_file),
+            "ssl_certfile": str(self.client_cert),
             "ssl_keyfile": str(self.client_key),
         }
 
@@ -86,8 +137,14 @@ def _openssl(*arguments: object) -> None:
 class Server:
     """One redis-server: the master or a replica, on a loopback port and a unix socket."""
 
-    def __init__(self, directory: Path, name: str, password: str = "", tls: Tls | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        password: str = "",
+        tls: Tls | None = None,
+        port: int | None = None,
+    ) -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -103,18 +160,37 @@ class Server:
 
     def start(self, replica_of: tuple[str, int] | None = None) -> None:
         """Start the server (a replica of the master at `replica_of`); return once it answers."""
-        port_options = ["--port", "0", "--tls-port", str(self.port)] if self.tls else [
-            "--port", str(self.port)]
+        port_options = (
+            ["--port", "0", "--tls-port", str(self.port)]
+            if self.tls
+            else ["--port", str(self.port)]
+        )
         arguments = [
-            "redis-server", *port_options, "--bind", "127.0.0.1",
-            "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
-            "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-            "--logfile", str(self.directory / "redis.log"),
+            "redis-server",
+            *port_options,
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.directory / "redis.log"),
             # A new replica gets its copy at once, not after the default 5 s delay.
-            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
             # Redis's default, spelled out: a replica cut off from its master keeps
             # answering from its data, which is what the SMTP hosts' handlers read.
-            "--replica-serve-stale-data", "yes",
+            "--replica-serve-stale-data",
+            "yes",
         ]
         if self.tls:
             arguments += self.tls.server_arguments()
@@ -129,13 +205,17 @@ class Server:
         """A redis-py client on the unix socket (no TLS needed there)."""
         import redis
 
-        return redis.Redis(unix_socket_path=str(self.socket_path), password=self.password or None,
-                           decode_responses=True, socket_timeout=2)
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            password=self.password or None,
+            decode_responses=True,
+            socket_timeout=2,
+        )
 
     def role(self) -> str:
         return str(self.client().execute_command("ROLE")[0])
 
-    def keys(self, pattern: str = "pbs:client:*") -> set[str]:
+    def stored_keys(self, pattern: str = "pbs:client:*") -> set[str]:
         return set(self.client().scan_iter(match=pattern, count=1000))
 
     def log(self) -> str:
@@ -167,8 +247,15 @@ class Server:
 class Sentinel:
     """One redis-sentinel process watching the master under SERVICE."""
 
-    def __init__(self, directory: Path, name: str, master: Server, password: str = "",
-                 tls: Tls | None = None, failover_timeout_ms: int = FAILOVER_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        master: Server,
+        password: str = "",
+        tls: Tls | None = None,
+        failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
+    ) -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -192,9 +279,12 @@ class Sentinel:
             lines.append(f"requirepass {password}")
         if tls:
             lines += [
-                f"tls-port {self.port}", f"tls-cert-file {tls.server_cert}",
-                f"tls-key-file {tls.server_key}", f"tls-ca-cert-file {tls.ca_file}",
-                "tls-auth-clients yes", "tls-replication yes",
+                f"tls-port {self.port}",
+                f"tls-cert-file {tls.server_cert}",
+                f"tls-key-file {tls.server_key}",
+                f"tls-ca-cert-file {tls.ca_file}",
+                "tls-auth-clients yes",
+                "tls-replication yes",
             ]
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
@@ -204,16 +294,22 @@ class Sentinel:
         return ("127.0.0.1", self.port)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(["redis-sentinel", str(self.config)],
-                                        stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["redis-sentinel", str(self.config)], stdout=subprocess.DEVNULL
+        )
         _wait_until(lambda: self.client().ping(), f"{self.name} did not start", self.log)
 
     def client(self):  # type: ignore[no-untyped-def]
         import redis
 
         options = self.tls.client_options() if self.tls else {}
-        return redis.Redis(*self.address, password=self.password or None, decode_responses=True,
-                           socket_timeout=2, **options)
+        return redis.Redis(
+            *self.address,
+            password=self.password or None,
+            decode_responses=True,
+            socket_timeout=2,
+            **options,
+        )
 
     def master_state(self) -> dict[str, str]:
         """What this sentinel knows of the master: `SENTINEL master` as a dict."""
@@ -240,9 +336,16 @@ class Sentinel:
 class Cluster:
     """A master, `replicas` replicas of it, and `sentinels` Sentinels watching them."""
 
-    def __init__(self, directory: Path, replicas: int = 2, sentinels: int = 3,
-                 password: str = "", sentinel_password: str = "", tls: Tls | None = None,
-                 proxied: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        replicas: int = 2,
+        sentinels: int = 3,
+        password: str = "",
+        sentinel_password: str = "",
+        tls: Tls | None = None,
+        proxied: bool = False,
+    ) -> None:
         self.directory = directory
         self.proxy: LinkProxy | None = None
         self.proxied = proxied
@@ -250,8 +353,14 @@ class Cluster:
             Server(directory, f"replica{index}", password, tls) for index in range(1, replicas + 1)
         ]
         self.sentinels = [
-            Sentinel(directory, f"sentinel{index}", self.servers[0], sentinel_password, tls,
-                     60_000 if proxied else FAILOVER_TIMEOUT_MS)
+            Sentinel(
+                directory,
+                f"sentinel{index}",
+                self.servers[0],
+                sentinel_password,
+                tls,
+                60_000 if proxied else FAILOVER_TIMEOUT_MS,
+            )
             for index in range(1, sentinels + 1)
         ]
         self.password = password
@@ -272,8 +381,11 @@ class Cluster:
             upstream = self.proxy.address
         for replica in replicas:
             replica.start(replica_of=upstream)
-        _wait_until(lambda: self.replicas_online(master) == len(replicas),
-                    "replicas did not come online", master.log)
+        _wait_until(
+            lambda: self.replicas_online(master) == len(replicas),
+            "replicas did not come online",
+            master.log,
+        )
         for sentinel in self.sentinels:
             sentinel.start()
         others = str(len(self.sentinels) - 1)
@@ -281,7 +393,9 @@ class Cluster:
             _wait_until(
                 lambda s=sentinel: (state := s.master_state())["num-slaves"] == str(len(replicas))
                 and state["num-other-sentinels"] == others,
-                f"{sentinel.name} did not discover the cluster", sentinel.log, timeout=20,
+                f"{sentinel.name} did not discover the cluster",
+                sentinel.log,
+                timeout=20,
             )
 
     def stop(self) -> None:
@@ -317,8 +431,12 @@ class Cluster:
                 return False
             return self.master().role() == "master"
 
-        _wait_until(promoted, "no replica was promoted",
-                    lambda: "\n".join(s.log() for s in self.sentinels), timeout=timeout)
+        _wait_until(
+            promoted,
+            "no replica was promoted",
+            lambda: "\n".join(s.log() for s in self.sentinels),
+            timeout=timeout,
+        )
         return self.master(), time.monotonic() - started
 
     def wait_for_replicas_in_sync(self, timeout: float = 20) -> None:
@@ -370,10 +488,8 @@ class LinkProxy:
         """Cut every link; whatever the relay held is dropped, never delivered."""
         self.closed.set()
         for sock in [self.listener, *self.sockets]:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def _accept(self) -> None:
@@ -385,8 +501,9 @@ class LinkProxy:
                 return
             self.sockets += [replica, master]
             for source, destination in ((replica, master), (master, replica)):
-                threading.Thread(target=self._relay, args=(source, destination),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._relay, args=(source, destination), daemon=True
+                ).start()
 
     def _relay(self, source: socket.socket, destination: socket.socket) -> None:
         try:
@@ -400,10 +517,8 @@ class LinkProxy:
             pass
         finally:
             for sock in (source, destination):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def _wait_until(condition, message: str, log=lambda: "", timeout: float = 10) -> None:  # type: ignore[no-untyped-def]

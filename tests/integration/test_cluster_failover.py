@@ -51,8 +51,9 @@ def login_address(index: int) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path / "cluster", password=REDIS_PASSWORD,
-                      sentinel_password=SENTINEL_PASSWORD)
+    cluster = Cluster(
+        tmp_path / "cluster", password=REDIS_PASSWORD, sentinel_password=SENTINEL_PASSWORD
+    )
     try:
         cluster.start()
         yield cluster
@@ -163,9 +164,17 @@ def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, tmp_path: Pat
     # The replica handler takes its password from a systemd credential, as under
     # LoadCredential=redis-password:..., the other from the password files.
     replica_service = PolicyService(
-        tmp_path / "replica-handler", replica_config, sink.path,
-        command=["env", f"CREDENTIALS_DIRECTORY={secrets}", PYTHON, "-m", "pbs_activated",
-                 "policy"],
+        tmp_path / "replica-handler",
+        replica_config,
+        sink.path,
+        command=[
+            "env",
+            f"CREDENTIALS_DIRECTORY={secrets}",
+            PYTHON,
+            "-m",
+            "pbs_activated",
+            "policy",
+        ],
     )
     sentinel_service = PolicyService(tmp_path / "sentinel-handler", sentinel_config, sink.path)
 
@@ -202,9 +211,10 @@ def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, tmp_path: Pat
     cluster.wait_for_replicas_in_sync()
     written = {store.client_key(address) for address, _ in writer.acknowledged}
     survivors = [server for server in cluster.servers if server.running]
-    lost = {server.name: len(written - server.keys()) for server in survivors}
-    gaps = [b - a for (_, a), (_, b) in zip(writer.acknowledged, writer.acknowledged[1:],
-                                              strict=False)]
+    lost = {server.name: len(written - server.stored_keys()) for server in survivors}
+    gaps = [
+        b - a for (_, a), (_, b) in zip(writer.acknowledged, writer.acknowledged[1:], strict=False)
+    ]
     figures = {
         "logins acknowledged": len(written),
         "acknowledged before the kill": acknowledged_before,

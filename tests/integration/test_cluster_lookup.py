@@ -24,8 +24,13 @@ TIMEOUT = 1.0
 
 
 def start_cluster(directory: Path) -> Cluster:
-    cluster = Cluster(directory, replicas=2, sentinels=3, password=REDIS_PASSWORD,
-                      sentinel_password=SENTINEL_PASSWORD)
+    cluster = Cluster(
+        directory,
+        replicas=2,
+        sentinels=3,
+        password=REDIS_PASSWORD,
+        sentinel_password=SENTINEL_PASSWORD,
+    )
     cluster.start()
     writer = store.connect(through_sentinels(cluster))
     store.authorize(writer, ADDRESS, "alice", store.now_ms() + 600_000)
@@ -53,8 +58,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
-def through_sentinels(cluster: Cluster, sentinels: list[tuple[str, int]] | None = None,
-                      sentinel_password: str = SENTINEL_PASSWORD) -> RedisSettings:
+def through_sentinels(
+    cluster: Cluster,
+    sentinels: list[tuple[str, int]] | None = None,
+    sentinel_password: str = SENTINEL_PASSWORD,
+) -> RedisSettings:
     settings = RedisSettings()
     settings.timeout = TIMEOUT
     settings.password = REDIS_PASSWORD
