@@ -154,3 +154,6 @@ CURSOR_SAVE_EVERY = 1000
 """Entries read between cursor saves while catching up (it is also saved whenever
 the reader has read everything). Each save is an fsync; replaying up to this many
 entries after a crash costs far less than an fsync per entry."""
+
+STATUS_INTERVAL = 1.0
+"""Seconds between two sd_notify STATUS updates that only change the reader's counts."""

@@ -140,15 +140,31 @@ class Notifier:
             self.interval = int(usec) / 2_000_000
         self._next_ping = 0.0
         self.status = ""
+        self._status_sent = 0.0
 
     def ready(self, status: str) -> None:
         self.status = status
         self._notify(f"READY=1\nSTATUS={status}")
+        self._status_sent = time.monotonic()
 
     def set_status(self, status: str) -> None:
-        if status != self.status:
-            self.status = status
-            self._notify(f"STATUS={status}")
+        """Report the state; a mere change of the counts is sent at most once a second.
+
+        A new state (following, waiting for Redis, catching up) is always sent:
+        the counts change with every login, and PID 1 turns each STATUS into a
+        D-Bus signal, so a stream of logins must not become a stream of signals.
+        """
+        state = status.partition(":")[0].partition(" (")[0]
+        if status == self.status:
+            return
+        now = time.monotonic()
+        if state == self.status.partition(":")[0].partition(" (")[0] and (
+            now - self._status_sent < defaults.STATUS_INTERVAL
+        ):
+            return
+        self.status = status
+        self._status_sent = now
+        self._notify(f"STATUS={status}")
 
     def watchdog(self) -> None:
         """Ping the watchdog if half its interval has passed since the last ping."""

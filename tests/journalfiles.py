@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -153,36 +154,59 @@ def read_export(path: Path) -> list[dict[str, str]]:
 
 
 class NotifySink:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET: collects sd_notify messages."""
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET: collects sd_notify messages.
+
+    A thread drains it as systemd does: the kernel queues only a few datagrams
+    (net.unix.max_dgram_qlen, 10 by default) before sd_notify() blocks the sender.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.bind(str(path))
         self.messages: list[dict[str, str]] = []
+        self._arrived = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> dict[str, str]:  # type: ignore[no-untyped-def]
-        """Return the first message (old or new) satisfying `predicate`; fail after `timeout`."""
-        for message in self.messages:
-            if predicate(message):
-                return message
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.socket.settimeout(remaining)
+    def _drain(self) -> None:
+        while True:
             try:
                 payload = self.socket.recv(65536)
-            except TimeoutError:
-                break
+            except OSError:
+                return
+            if not payload:
+                return
             message = dict(
                 line.split("=", 1) for line in payload.decode().splitlines() if "=" in line
             )
-            self.messages.append(message)
-            if predicate(message):
-                return message
+            with self._arrived:
+                self.messages.append(message)
+                self._arrived.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        """Return the first message (old or new) satisfying `predicate`; fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for message in self.messages:
+                    if predicate(message):
+                        return message
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.wait(remaining)
         raise AssertionError(f"no matching sd_notify message within {timeout} s: {self.messages}")
 
+    def forget(self) -> None:
+        """Drop the messages seen so far, to wait for new ones."""
+        with self._arrived:
+            self.messages.clear()
+
     def close(self) -> None:
+        self.socket.shutdown(socket.SHUT_RDWR)
         self.socket.close()
+        self._thread.join(timeout=2)
 
 
 class ReaderProcess:

@@ -390,7 +390,7 @@ def test_the_watchdog_is_pinged_while_idle(
         process.start()
         assert process.notify is not None
         for _ in range(3):  # three pings after READY: waking every 100 ms while idle
-            process.notify.messages = [m for m in process.notify.messages if "WATCHDOG" not in m]
+            process.notify.forget()
             process.notify.wait_for(lambda message: message.get("WATCHDOG") == "1", timeout=2)
     finally:
         process.stop()
