@@ -27,7 +27,8 @@ import ipaddress
 import os
 import sys
 import time
-from typing import Any, Callable, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from pbs_activated import addresses, audit, defaults, store
 from pbs_activated.config import Config
@@ -238,8 +239,10 @@ class LoginReader:
             return "the saved cursor"
         self.source.seek_since((store.now_ms() - self.lifetime_ms) * 1000)
         if saved:
-            _log(f"the saved cursor is no longer in the journal: reading the last "
-                 f"{self.config.authorization.lifetime} s again")
+            _log(
+                f"the saved cursor is no longer in the journal: reading the last "
+                f"{self.config.authorization.lifetime} s again"
+            )
             return "one lifetime back (saved cursor gone)"
         return "one lifetime back (first start)"
 

@@ -108,9 +108,7 @@ def parse_site(pattern: re.Pattern[str], message: str) -> Login | None:
 class LoginParser:
     """The configured formats, tried in turn on a message."""
 
-    def __init__(
-        self, formats: tuple[str, ...], imap: bool = True, pattern: str = ""
-    ) -> None:
+    def __init__(self, formats: tuple[str, ...], imap: bool = True, pattern: str = "") -> None:
         """Raise InvalidPattern for a bad site pattern or KeyError for an unknown format."""
         parsers = {"dovecot": parse_dovecot, "courier": parse_courier}
         self._parsers = [parsers[name] for name in formats]

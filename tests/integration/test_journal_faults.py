@@ -55,7 +55,9 @@ def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
 
 
 @pytest.fixture
-def reader(tmp_path: Path, durable_redis: DurableRedis, audit_sink: AuditSink) -> Iterator[ReaderProcess]:
+def reader(
+    tmp_path: Path, durable_redis: DurableRedis, audit_sink: AuditSink
+) -> Iterator[ReaderProcess]:
     config = write_config(tmp_path / "pbs.toml", f'[redis]\nurl = "{durable_redis.url}"\n')
     process = ReaderProcess(tmp_path, config, tmp_path / "journal", audit_sink.path)
     yield process

@@ -64,9 +64,12 @@ def authorized(redis_server: RedisServer) -> set[str]:
 
 
 def run_until_sentinel(
-    reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path, records: list[dict[str, str]]
+    reader: ReaderProcess,
+    redis_server: RedisServer,
+    journal_dir: Path,
+    records: list[dict[str, str]],
 ) -> set[str]:
-    """Write the entries plus a sentinel login, run the reader over them, return what it authorized."""
+    """Write the entries and a sentinel login, run the reader, return what it authorized."""
     write_journal(journal_dir / "system.journal", [*records, dovecot_login(SENTINEL)])
     reader.start()
     wait_for_key(redis_server, SENTINEL)

@@ -27,7 +27,8 @@ DOVECOT_SUCCESSES = [
     ("pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, "
      "mpid=1234, session=<abcd>", Login("alice", "192.0.2.10", "pop3")),
     ("imap-login: Login: user=<alice>, method=PLAIN, rip=2001:db8::10, lip=2001:db8::1, "
-     "mpid=1235, session=<01mxDgxhM5MgAQ24AAAAAAAAAAAAAAAQ>", Login("alice", "2001:db8::10", "imap")),
+     "mpid=1235, session=<01mxDgxhM5MgAQ24AAAAAAAAAAAAAAAQ>",
+     Login("alice", "2001:db8::10", "imap")),
     ("imap-login: Login: user=<bob@example.org>, method=PLAIN, rip=198.51.100.7, "
      "lip=192.0.2.1, mpid=17304, TLS, session=<fI331X4hMwB/AAAB>",
      Login("bob@example.org", "198.51.100.7", "imap")),
