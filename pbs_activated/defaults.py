@@ -140,7 +140,7 @@ REDIS_TLS_KEY_CREDENTIAL = "redis-tls-key"
 """The systemd credential holding the client key when `tls_key_file` is empty."""
 
 # The journal reader
-STATE_DIRECTORY = "/var/lib/pbs-journal"
+STATE_DIRECTORY = "/var/lib/pbs-activated"
 """Where the cursor lives when systemd gives no $STATE_DIRECTORY (the unit's StateDirectory=)."""
 
 JOURNAL_TRANSPORTS: tuple[str, ...] = ("syslog", "journal", "stdout")
