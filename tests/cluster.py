@@ -326,6 +326,15 @@ class Sentinel:
         path = self.directory / "sentinel.log"
         return path.read_text() if path.exists() else ""
 
+    def pause(self) -> None:
+        """SIGSTOP: the sentinel accepts connections (the kernel does) but never answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()

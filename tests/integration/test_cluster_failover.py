@@ -43,6 +43,7 @@ SETTLED = 0.2
 to every replica takes microseconds on loopback, this is a wide margin."""
 
 NEVER_LOGGED_IN = "2001:db8:ffff::1"
+ADDRESS = "192.0.2.10"
 
 
 def login_address(index: int) -> str:
@@ -140,44 +141,65 @@ def handler_config(path: Path, redis_lines: str) -> Path:
     return write_config(path, "[redis]\ntimeout = 1.0\n" + redis_lines)
 
 
-def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, tmp_path: Path) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "redis-password").write_text(REDIS_PASSWORD + "\n")
-    (secrets / "sentinel-password").write_text(SENTINEL_PASSWORD + "\n")
-    sentinels = "sentinels = [" + ", ".join(f'"{a}"' for a in cluster.sentinel_addresses) + "]\n"
-    through_sentinels = (
-        f'url = "redis://"\n{sentinels}service = "pbs"\n'
-        f'password_file = "{secrets / "redis-password"}"\n'
-        f'sentinel_password_file = "{secrets / "sentinel-password"}"\n'
-    )
-    writer_config = handler_config(tmp_path / "pop-host.toml", through_sentinels)
-    local_replica = cluster.servers[1]
-    replica_config = handler_config(
-        tmp_path / "smtp-host-replica.toml", f'url = "unix://{local_replica.socket_path}"\n'
-    )
-    sentinel_config = handler_config(tmp_path / "smtp-host-sentinels.toml", through_sentinels)
+class Hosts:
+    """The configs of a POP host and of two SMTP hosts, and the SMTP hosts' handlers.
 
-    sink = AuditSink(tmp_path / "journal.sock")
-    for name in ("replica-handler", "sentinel-handler"):
-        (tmp_path / name).mkdir()
-    # The replica handler takes its password from a systemd credential, as under
-    # LoadCredential=redis-password:..., the other from the password files.
-    replica_service = PolicyService(
-        tmp_path / "replica-handler",
-        replica_config,
-        sink.path,
-        command=[
-            "env",
-            f"CREDENTIALS_DIRECTORY={secrets}",
-            PYTHON,
-            "-m",
-            "pbs_activated",
-            "policy",
-        ],
-    )
-    sentinel_service = PolicyService(tmp_path / "sentinel-handler", sentinel_config, sink.path)
+    One SMTP host reads its local replica over a unix socket, with the password
+    from a systemd credential (as under LoadCredential=redis-password:...); the
+    other finds servers through the Sentinels, with passwords from files. The POP
+    host's reader writes through the Sentinels.
+    """
 
+    def __init__(self, cluster: Cluster, directory: Path) -> None:
+        secrets = directory / "secrets"
+        secrets.mkdir()
+        (secrets / "redis-password").write_text(REDIS_PASSWORD + "\n")
+        (secrets / "sentinel-password").write_text(SENTINEL_PASSWORD + "\n")
+        sentinels = ", ".join(f'"{address}"' for address in cluster.sentinel_addresses)
+        through_sentinels = (
+            f'url = "redis://"\nsentinels = [{sentinels}]\nservice = "pbs"\n'
+            f'password_file = "{secrets / "redis-password"}"\n'
+            f'sentinel_password_file = "{secrets / "sentinel-password"}"\n'
+        )
+        self.local_replica = cluster.servers[1]
+        self.pop_config = handler_config(directory / "pop-host.toml", through_sentinels)
+        replica_config = handler_config(
+            directory / "smtp-host-replica.toml",
+            f'url = "unix://{self.local_replica.socket_path}"\n',
+        )
+        sentinel_config = handler_config(directory / "smtp-host-sentinels.toml", through_sentinels)
+        self.sink = AuditSink(directory / "journal.sock")
+        for name in ("replica-handler", "sentinel-handler"):
+            (directory / name).mkdir()
+        credentials = ["env", f"CREDENTIALS_DIRECTORY={secrets}"]
+        self.replica_handler = PolicyService(
+            directory / "replica-handler",
+            replica_config,
+            self.sink.path,
+            command=[*credentials, PYTHON, "-m", "pbs_activated", "policy"],
+        )
+        self.sentinel_handler = PolicyService(
+            directory / "sentinel-handler", sentinel_config, self.sink.path
+        )
+
+    def stop(self) -> None:
+        self.replica_handler.stop()
+        self.sentinel_handler.stop()
+        self.sink.close()
+
+
+@pytest.fixture
+def hosts(cluster: Cluster, tmp_path: Path) -> Iterator[Hosts]:
+    hosts = Hosts(cluster, tmp_path)
+    try:
+        yield hosts
+    finally:
+        hosts.stop()
+
+
+def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, hosts: Hosts) -> None:
+    replica_service, sentinel_service = hosts.replica_handler, hosts.sentinel_handler
+    writer_config = hosts.pop_config
     writer = Writer(writer_config)
     queriers = [Querier(replica_service, writer), Querier(sentinel_service, writer)]
     old_master = cluster.master()
@@ -202,9 +224,6 @@ def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, tmp_path: Pat
         for querier in queriers:
             querier.stop.set()
             querier.join(timeout=10)
-        replica_service.stop()
-        sentinel_service.stop()
-        sink.close()
 
     for querier in queriers:
         assert querier.error is None, querier.error
@@ -246,3 +265,42 @@ def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, tmp_path: Pat
         assert set(logged_in) == {"OK"}, logged_in
         assert logged_in["OK"] > 50
         assert set(querier.tally(lambda a: a == NEVER_LOGGED_IN)) == {"DUNNO"}
+
+
+def test_each_handler_defers_only_while_its_own_servers_are_unreachable(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    """Frozen processes (SIGSTOP) are the worst case: connections hang instead of failing."""
+    store.authorize(
+        store.connect(load(str(hosts.pop_config)).redis), ADDRESS, "alice", store.now_ms() + 600_000
+    )
+    cluster.wait_for_replicas_in_sync()
+    on_replica = hosts.replica_handler.connect()
+    through_sentinels = hosts.sentinel_handler.connect()
+    assert (
+        on_replica.ask(client_address=ADDRESS),
+        through_sentinels.ask(client_address=ADDRESS),
+    ) == ("OK", "OK")
+
+    hosts.local_replica.pause()
+    try:
+        assert on_replica.ask(client_address=ADDRESS).startswith(UNAVAILABLE)
+        assert through_sentinels.ask(client_address=ADDRESS) == "OK"
+    finally:
+        hosts.local_replica.resume()
+    assert on_replica.ask(client_address=ADDRESS) == "OK"
+
+    for sentinel in cluster.sentinels:
+        sentinel.pause()
+    try:
+        fresh = hosts.sentinel_handler.connect()  # a new handler must ask the Sentinels
+        assert fresh.ask(client_address=ADDRESS).startswith(UNAVAILABLE)
+        assert on_replica.ask(client_address=ADDRESS) == "OK"
+        fresh.close()
+    finally:
+        for sentinel in cluster.sentinels:
+            sentinel.resume()
+    fresh = hosts.sentinel_handler.connect()
+    assert fresh.ask(client_address=ADDRESS) == "OK"
+    for client in (fresh, on_replica, through_sentinels):
+        client.close()
