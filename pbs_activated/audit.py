@@ -49,6 +49,11 @@ def send(priority: int, message: str, **fields: object) -> None:
 
 def encode_entry(entry: dict[str, str]) -> bytes:
     """Encode fields in the native protocol; values with newlines get the binary form."""
+    # The handler encodes one entry per request: one join and one encode when no
+    # value holds a newline (names never do), field by field otherwise.
+    text = "".join([f"{name}={value}\n" for name, value in entry.items()])
+    if text.count("\n") == len(entry):
+        return text.encode("utf-8", "replace")
     parts = []
     for name, value in entry.items():
         data = value.encode("utf-8", "replace")
@@ -64,7 +69,16 @@ def _send_datagram(payload: bytes) -> None:
     path = os.environ.get(defaults.JOURNAL_SOCKET_ENVIRONMENT) or defaults.JOURNAL_SOCKET
     if _sender is None:
         _sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        _sender.setblocking(False)
+    try:
+        # Non-blocking first: a socket with a timeout polls before every send,
+        # one system call per entry spent for the rare full queue.
+        _sender.sendto(payload, path)
+    except BlockingIOError:
         # A datagram send blocks while journald's queue is full; past this the
         # entry goes to stderr instead, so a stalled journald never stalls Postfix.
         _sender.settimeout(defaults.JOURNAL_SEND_TIMEOUT)
-    _sender.sendto(payload, path)
+        try:
+            _sender.sendto(payload, path)
+        finally:
+            _sender.setblocking(False)

@@ -59,25 +59,30 @@ class RequestParser:
         Raises LimitExceeded when a line or a request outgrows its limit; the
         connection should then be closed, since resynchronising is guesswork.
         """
+        # One split and one pass with the limits checked inline: this runs for
+        # every request, and a function call or a slice per line cost a handler
+        # about a third of its time per request.
         requests: list[Request] = []
-        buffer = self._pending + chunk
-        start = 0
+        lines = (self._pending + chunk).split(b"\n")
+        pending = lines.pop()
+        current, size = self._lines, self._request_size
+        max_line_length, max_request_size = self.max_line_length, self.max_request_size
         try:
-            while (end := buffer.find(b"\n", start)) >= 0:
-                line = buffer[start:end]
-                start = end + 1
-                if line in (b"", b"\r"):
-                    if self._lines:
-                        requests.append(parse_request(self._lines))
-                    self._lines = []
-                    self._request_size = 0
+            for line in lines:
+                if not line or line == b"\r":
+                    if current:
+                        requests.append(parse_request(current))
+                        current = []
+                    size = 0
                     continue
-                self._request_size += len(line) + 1
-                self._check(len(line), self._request_size)
-                self._lines.append(line)
-            self._pending = buffer[start:]
-            self._check(len(self._pending), self._request_size + len(self._pending))
+                size += len(line) + 1
+                if len(line) > max_line_length or size > max_request_size:
+                    self._check(len(line), size)
+                current.append(line)
+            self._lines, self._request_size, self._pending = current, size, pending
+            self._check(len(pending), size + len(pending))
         except LimitExceeded as error:
+            self._lines, self._request_size = current, size
             error.complete = requests
             raise
         return requests
@@ -103,6 +108,24 @@ def parse_request(lines: list[bytes]) -> Request:
     `=`, or an attribute given twice, marks the request malformed: Postfix never
     sends either, so something is wrong and the request must not authorize.
     """
+    # What Postfix sends (no CR, every line name=value, no name twice) is built
+    # with one decode and one comprehension; anything else takes the line by
+    # line path, which says what is wrong. "\n" is never part of a UTF-8
+    # sequence, so decoding the joined lines replaces exactly what decoding
+    # each line would.
+    text = b"\n".join(lines).decode("utf-8", "replace")
+    if "\r" not in text:
+        pairs = [line.partition("=") for line in text.split("\n")]
+        attributes = {name: value for name, _, value in pairs}
+        if len(attributes) == len(pairs) and "" not in attributes and all(
+            equals for _, equals, _ in pairs
+        ):
+            return Request(attributes)
+    return _parse_lines(lines)
+
+
+def _parse_lines(lines: list[bytes]) -> Request:
+    """parse_request, one line at a time, naming the first malformed line."""
     attributes: dict[str, str] = {}
     malformed = ""
     for raw in lines:
