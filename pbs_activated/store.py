@@ -385,7 +385,7 @@ class Replication:
     so the reader and the CLI call `authorize(client, ...)` without knowing about it.
     """
 
-    __slots__ = ("min_replicas", "timeout", "online")
+    __slots__ = ("min_replicas", "timeout", "online", "unconfirmed")
 
     def __init__(
         self, min_replicas: int | None = None, timeout: float = defaults.REPLICATION_TIMEOUT
@@ -393,6 +393,10 @@ class Replication:
         self.min_replicas = min_replicas  # None: "auto"
         self.timeout = timeout
         self.online = 0  # replicas the master reported online at the last write
+        # The last write the master applied but no replica confirmed, and its reply:
+        # when it is sent again, the master answers "nothing to do", yet the
+        # caller's answer is the first reply (this login did set the key).
+        self.unconfirmed: tuple[tuple[object, ...], object] | None = None
 
     def required(self, online: int) -> int:
         """Return how many confirmations a write needs when `online` replicas are connected."""
@@ -459,6 +463,8 @@ def authorize(client: redis.Redis, address: str, user: str, expires_at_ms: int) 
     has confirmed it (`WAIT`). Raises otherwise, ReplicationUnconfirmed or
     redis-py's errors alike: the caller must send it again, which is harmless,
     as the same login gives the same PXAT. A lone Redis confirms at once.
+    Sent again on the same client after ReplicationUnconfirmed, it returns what
+    the unconfirmed attempt did (True if that one set the key).
     """
     changed = _confirmed_write(
         client, ("EVAL", _AUTHORIZE, 1, client_key(address), user, str(expires_at_ms))
@@ -483,6 +489,9 @@ def _confirmed_write(client: redis.Redis, command: tuple[object, ...]) -> object
     replication: Replication = getattr(client, "pbs_replication", None) or Replication()
     timeout_ms = max(1, int(replication.timeout * 1000))
     result: object = None
+    if replication.unconfirmed is not None and replication.unconfirmed[0] == command:
+        result = replication.unconfirmed[1]
+    replication.unconfirmed = None
     for _ in range(2):
         asked = replication.required(replication.online)
         pipeline = client.pipeline(transaction=False)
@@ -497,6 +506,7 @@ def _confirmed_write(client: redis.Redis, command: tuple[object, ...]) -> object
             return result
         if asked >= required:
             break
+    replication.unconfirmed = (command, result)
     raise ReplicationUnconfirmed(
         f"{acknowledged} of {required} replicas confirmed the write within "
         f"{replication.timeout:g} s ({replication.online} online)"

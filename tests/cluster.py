@@ -144,8 +144,14 @@ class Server:
         password: str = "",
         tls: Tls | None = None,
         port: int | None = None,
+        bind: tuple[str, ...] = ("127.0.0.1",),
+        prefix: tuple[str, ...] = (),
     ) -> None:
+        """`bind` lists the addresses to listen on; `prefix` goes before the command
+        (`ip netns exec NAME` to run the server on another "host")."""
         self.directory = directory / name
+        self.bind = bind
+        self.prefix = prefix
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = port or free_port()
@@ -166,10 +172,11 @@ class Server:
             else ["--port", str(self.port)]
         )
         arguments = [
+            *self.prefix,
             "redis-server",
             *port_options,
             "--bind",
-            "127.0.0.1",
+            " ".join(self.bind),
             "--unixsocket",
             str(self.socket_path),
             "--unixsocketperm",
