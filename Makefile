@@ -12,7 +12,7 @@ PYTEST := $(PYTHON) -m pytest
 RUNTIME_PACKAGES := python3 python3-redis python3-systemd
 TEST_PACKAGES := $(RUNTIME_PACKAGES) redis-server redis-sentinel python3-pytest \
 	python3-hypothesis python3-venv systemd systemd-journal-remote systemd-container \
-	debootstrap iproute2
+	debootstrap iproute2 openssl
 BENCH_PACKAGES := $(TEST_PACKAGES) nodejs npm procps
 # Build dependencies of packaging/debian/control, plus what the package's checks run.
 PACKAGING_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
