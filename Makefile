@@ -13,7 +13,8 @@ RUNTIME_PACKAGES := python3 python3-redis python3-systemd
 TEST_PACKAGES := $(RUNTIME_PACKAGES) redis-server redis-sentinel python3-pytest \
 	python3-hypothesis python3-venv systemd systemd-journal-remote systemd-container \
 	debootstrap iproute2 openssl
-BENCH_PACKAGES := $(TEST_PACKAGES) nodejs npm procps
+# npm separately: NodeSource's nodejs bundles it and conflicts with Debian's npm.
+BENCH_PACKAGES := python3 redis-server systemd nodejs
 # Build dependencies of packaging/debian/control, plus what the package's checks run.
 PACKAGING_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
@@ -75,3 +76,15 @@ $(DEB): $(SOURCES)
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# Issue #5's figures: our handler against the interpreter's floor and the 2010
+# node.js server (extracted from ../shared/seed at run time, never committed).
+bench:
+	.ci/ensure-packages $(BENCH_PACKAGES)
+	command -v npm >/dev/null || .ci/ensure-packages npm
+	$(PYTHON) bench/run.py
+
+# 100 Postfix-like connections for 60 s: no errors, no leftovers, flat memory.
+soak:
+	.ci/ensure-packages $(BENCH_PACKAGES)
+	$(PYTHON) bench/soak.py

@@ -1,0 +1,318 @@
+"""`make bench`: our handler against the interpreter's floor and the 2010 node.js server.
+
+Every figure of issue #5's goals table comes from this one run, on this machine:
+
+| figure | compared with | goal |
+| connect -> first answer (median of fresh connections, one at a time) | floor | <= 2x |
+| 64 new connections at once, all answered (median of rounds) | floor | <= 2x |
+| steady: 16 connections x 500 requests, requests/s | seed | >= 1.5x |
+| steady: 1 connection x 3000 requests, requests/s | seed | >= 1.2x |
+| resident memory (VmRSS) per handler holding a connection | floor | <= 1.5x |
+
+Our handler runs as the unit runs it (its ExecStart=, pointed at this
+checkout) under systemd-socket-activate --accept --inetd, with the config file
+naming Redis by URL and $CACHE_DIRECTORY set as CacheDirectory= sets it. The
+floor runs under the same listener. The seed runs as its article says, on the
+same Redis, with its console log sent to /dev/null.
+
+Run with Debian's /usr/bin/python3, as root or not; it only uses loopback, unix
+sockets and a temporary directory. Exits 0 even when a goal is missed (the
+table says so): a measurement is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from load import (
+    first_answer_times,
+    held_connections,
+    median_ms,
+    steady,
+    storm,
+)
+from servers import (
+    BENCH,
+    GRANTED_ADDRESS,
+    PYTHON,
+    REPO,
+    ActivatedService,
+    AuditSink,
+    Redis,
+    SeedServer,
+    rss_kib,
+    shipped_handler_command,
+)
+
+FLOOR_ANSWER = b"action=DUNNO\n\n"
+OUR_ANSWER = b"action=OK\n\n"
+SEED_ANSWER = b"action=ok\n\n"
+
+PIP_CONSOLE_SCRIPT = """#!/usr/bin/python3
+# -*- coding: utf-8 -*-
+import re
+import sys
+from pbs_activated.cli import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+"""What pip and pybuild generate as /usr/bin/pbs-activated (console_scripts), for comparison."""
+
+IMPORT_AS_DASH_M = (
+    "import sys; sys.path.append({repo!r}); import runpy; "
+    "runpy.run_module('pbs_activated', run_name='__main__', alter_sys=True)"
+)
+"""`python3 -I -m pbs_activated policy` with this checkout on the path (-I ignores PYTHONPATH)."""
+
+
+class Bench:
+    """The servers of one run, in one temporary directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.redis = Redis(self._make("redis"))
+        from pbs_activated.store import client_key
+
+        self.redis.command("SET", client_key(GRANTED_ADDRESS), "alice")
+        self.redis.command("SET", GRANTED_ADDRESS, "alice")  # the seed's key: the bare address
+        self.sink = AuditSink(directory / "journal.sock")
+        self.config = directory / "pbs-activated.toml"
+        self.config.write_text(f'[redis]\nurl = "{self.redis.url}"\n')
+        self.environment = {
+            "PBS_ACTIVATED_CONFIG": str(self.config),
+            "PBS_ACTIVATED_JOURNAL_SOCKET": str(self.sink.path),
+            "CACHE_DIRECTORY": str(self._make("cache")),
+        }
+        self.services: list[ActivatedService] = []
+        self.seed: SeedServer | None = None
+
+    def _make(self, name: str) -> Path:
+        path = self.directory / name
+        path.mkdir()
+        return path
+
+    def activated(self, name: str, command: list[str], **environment: str) -> ActivatedService:
+        service = ActivatedService(self.directory / f"{name}.sock", command, environment)
+        self.services.append(service)
+        return service
+
+    def floor(self) -> ActivatedService:
+        return self.activated("floor", [PYTHON, "-I", "-S", str(BENCH / "floor.py")])
+
+    def ours(
+        self, name: str = "ours", command: list[str] | None = None, **changes: str
+    ) -> ActivatedService:
+        """Our handler; `changes` override the environment (an empty value removes it)."""
+        environment = {k: v for k, v in dict(self.environment, **changes).items() if v}
+        return self.activated(name, command or shipped_handler_command(), **environment)
+
+    def start_seed(self) -> SeedServer:
+        directory = self.directory
+        self.seed = SeedServer(directory / "seed", directory / "seed.sock", self.redis.port)
+        return self.seed
+
+    def stop(self) -> int:
+        """Stop everything; return the number of audit entries received."""
+        for service in self.services:
+            service.stop()
+        if self.seed is not None:
+            self.seed.stop()
+        entries = self.sink.stop()
+        self.redis.stop()
+        return entries
+
+
+def first_answers(services: list[tuple[ActivatedService, bytes]], count: int) -> list[float]:
+    """Median connect -> first answer (ms) of each service, taking turns, each start alone.
+
+    Between connections the bench waits until the previous handler has exited,
+    so every start is measured on an otherwise idle machine, and the services
+    take turns so that drift in the machine's speed hits them alike.
+    """
+    times: list[list[float]] = [[] for _ in services]
+    for _ in range(count):
+        for index, (service, expected) in enumerate(services):
+            times[index] += first_answer_times(service.path, expected, 1)
+            service.wait_idle()
+    return [median_ms(series) for series in times]
+
+
+def storms(service: ActivatedService, expected: bytes, count: int, rounds: int) -> float:
+    """Median seconds for `count` simultaneous new connections to be answered."""
+    results = []
+    for _ in range(rounds):
+        results.append(storm(service.path, expected, count))
+        service.wait_idle()
+    return statistics.median(results)
+
+
+def steadies(path: Path, expected: bytes, connections: int, requests: int, rounds: int) -> float:
+    return statistics.median(steady(path, expected, connections, requests) for _ in range(rounds))
+
+
+def handler_rss_kib(service: ActivatedService, expected: bytes, count: int) -> float:
+    """Median VmRSS (KiB) of handlers each holding an answered connection."""
+    with held_connections(service.path, expected, count):
+        time.sleep(0.2)  # every handler has written its audit entry and waits
+        sizes = [size for pid in service.live_handlers() if (size := rss_kib(pid)) is not None]
+    service.wait_idle()
+    return statistics.median(sizes)
+
+
+def handler_import_ms() -> float:
+    """Milliseconds the shipped command spends importing (python3 -X importtime), stdin empty."""
+    command = shipped_handler_command()
+    result = subprocess.run(
+        [command[0], "-X", "importtime", *command[1:]],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        env={"PBS_ACTIVATED_JOURNAL_SOCKET": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
+    total = 0
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            fields = line.split("|")
+            if fields[1].strip().isdigit() and not fields[2].startswith("  "):
+                total += int(fields[1])
+    return total / 1000
+
+
+class Figure:
+    """One row of the goals table: ours against a base, and the goal for the ratio."""
+
+    def __init__(self, name: str, base: float, ours: float, goal: float, at_most: bool) -> None:
+        self.name, self.base, self.ours, self.goal, self.at_most = name, base, ours, goal, at_most
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.base
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.goal if self.at_most else self.ratio >= self.goal
+
+    def row(self) -> str:
+        sign = "<=" if self.at_most else ">="
+        verdict = "met" if self.met else "MISSED"
+        return (
+            f"{self.name:<46} {self.base:>9.1f} {self.ours:>9.1f} {self.ratio:>6.2f}x"
+            f"  {sign} {self.goal:g}x  {verdict}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=200, help="fresh connections each")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each throughput figure")
+    parser.add_argument("--no-variants", action="store_true", help="skip the start-up variants")
+    options = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+
+    with tempfile.TemporaryDirectory(prefix="pbs-bench-") as temporary:
+        bench = Bench(Path(temporary))
+        try:
+            report = measure(bench, options.connections, options.rounds)
+            if not options.no_variants:
+                report += variants(bench, options.connections // 2)
+        finally:
+            entries = bench.stop()
+    report.append(f"audit entries received from our handler: {entries}")
+    print("\n".join(report))
+    return 0
+
+
+def progress(text: str) -> None:
+    print(f"bench: {text} ...", file=sys.stderr, flush=True)
+
+
+def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
+    """Take every figure of the goals table; return the report's lines."""
+    floor, ours = bench.floor(), bench.ours()
+    seed = bench.start_seed()
+
+    progress(f"connect -> first answer, {connections} fresh connections each")
+    floor_first, our_first = first_answers([(floor, FLOOR_ANSWER), (ours, OUR_ANSWER)], connections)
+    seed_first = median_ms(first_answer_times(seed.path, SEED_ANSWER, connections))
+
+    progress(f"64 new connections at once, {rounds} rounds")
+    floor_storm = storms(floor, FLOOR_ANSWER, 64, rounds)
+    our_storm = storms(ours, OUR_ANSWER, 64, rounds)
+
+    progress(f"steady throughput, {rounds} rounds taking turns with the seed")
+    rates = {}
+    for shape in ((16, 500), (1, 3000)):
+        our_rates, seed_rates = [], []
+        for _ in range(rounds):
+            our_rates.append(steady(ours.path, OUR_ANSWER, *shape))
+            ours.wait_idle()
+            seed_rates.append(steady(seed.path, SEED_ANSWER, *shape))
+        floor_rate = steady(floor.path, FLOOR_ANSWER, *shape)
+        floor.wait_idle()
+        rates[shape] = (statistics.median(seed_rates), statistics.median(our_rates), floor_rate)
+
+    progress("resident memory of 8 handlers each holding a connection")
+    floor_rss = handler_rss_kib(floor, FLOOR_ANSWER, 8)
+    our_rss = handler_rss_kib(ours, OUR_ANSWER, 8)
+    seed_rss = rss_kib(seed.pid) or 0
+
+    figures = [
+        Figure("connect -> first answer, median ms", floor_first, our_first, 2.0, True),
+        Figure("64 new connections at once, all answered, ms",
+               floor_storm * 1000, our_storm * 1000, 2.0, True),
+        Figure("steady 16 conn x 500 req, req/s, vs seed", *rates[(16, 500)][:2], 1.5, False),
+        Figure("steady 1 conn x 3000 req, req/s, vs seed", *rates[(1, 3000)][:2], 1.2, False),
+        Figure("RSS per handler holding a connection, MiB",
+               floor_rss / 1024, our_rss / 1024, 1.5, True),
+    ]
+    return [
+        "",
+        f"{'figure':<46} {'base':>9} {'ours':>9} {'ratio':>7}  goal",
+        "-" * 86,
+        *(figure.row() for figure in figures),
+        "",
+        "base: the floor (python3 -I -S answering without imports) for start-up and memory,",
+        "the seed's node.js server for throughput. For orientation:",
+        f"  seed, connect -> first answer (a resident server), median ms: {seed_first:.2f}",
+        f"  floor, steady req/s: 16x500 {rates[16, 500][2]:.0f}, 1x3000 {rates[1, 3000][2]:.0f}",
+        f"  seed's node process RSS after the run: {seed_rss / 1024:.1f} MiB",
+        f"  our handler's imports (-X importtime, top level summed): {handler_import_ms():.1f} ms",
+    ]
+
+
+def variants(bench: Bench, count: int) -> list[str]:
+    """connect -> first answer of other ways to start the same handler, against the floor.
+
+    What the unit's ExecStart= was chosen from: the console script pip and
+    pybuild generate, `python3 -I -m`, and the shipped command without a cache
+    directory (so the config's TOML is parsed on every start).
+    """
+    print(f"bench: start-up variants, {count} connections each ...", file=sys.stderr, flush=True)
+    script = bench.directory / "pbs-activated"
+    script.write_text(PIP_CONSOLE_SCRIPT)
+    script.chmod(0o755)
+    dash_m = IMPORT_AS_DASH_M.format(repo=str(REPO))
+    candidates = [
+        ("floor: python3 -I -S, no imports", bench.floor(), FLOOR_ANSWER),
+        ("shipped ExecStart=, config cache", bench.ours("v-shipped"), OUR_ANSWER),
+        ("shipped ExecStart=, no cache directory",
+         bench.ours("v-nocache", CACHE_DIRECTORY=""), OUR_ANSWER),
+        ("python3 -I -m pbs_activated (site, runpy)",
+         bench.ours("v-dash-m", [PYTHON, "-I", "-c", dash_m, "policy"]), OUR_ANSWER),
+        ("console script /usr/bin/pbs-activated (site, re)",
+         bench.ours("v-script", [str(script), "policy"], PYTHONPATH=str(REPO)), OUR_ANSWER),
+    ]
+    medians = first_answers([(service, expected) for _, service, expected in candidates], count)
+    lines = ["", "start-up variants: connect -> first answer, median ms (ratio to the floor)"]
+    for (name, _, _), value in zip(candidates, medians, strict=True):
+        lines.append(f"  {name:<52} {value:6.2f}  {value / medians[0]:.2f}x")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The servers the bench compares, each started in a private directory.
+
+- `Redis`: one redis-server on a free 127.0.0.1 port, shared by everything.
+- `ActivatedService`: systemd-socket-activate --accept --inetd on a unix socket,
+  spawning one process per connection: our handler, exactly as the unit's
+  ExecStart= runs it, or the floor.
+- `SeedServer`: the 2010 article's node.js server, extracted from the article at
+  run time and run with npm's redis@3 in a temporary folder (never committed).
+- `AuditSink`: a datagram socket standing in for journald, counting entries.
+
+Everything listens on loopback or unix sockets inside the bench's own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+PYTHON = "/usr/bin/python3"
+SEED_ARTICLE = REPO.parent / "shared" / "seed" / "000_042ba18a9c622335.txt"
+UNIT = REPO / "units" / "pbs-policy@.service"
+INSTALLED_PACKAGES = "/usr/lib/python3/dist-packages"
+
+GRANTED_ADDRESS = "192.0.2.10"
+"""The client address every bench request comes from; granted in Redis for both servers."""
+
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition, what: str, process: subprocess.Popen[bytes] | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Poll `condition` until true; fail early if `process` died."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {STARTUP_TIMEOUT:g} s")
+        time.sleep(0.01)
+
+
+def rss_kib(pid: int) -> int | None:
+    """Return a process's resident memory (VmRSS) in KiB, or None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def is_alive(pid: int) -> bool:
+    """Tell whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def stop_process(process: subprocess.Popen[bytes], group: bool = True) -> None:
+    """Stop a process we started (its whole session when `group`) and reap it."""
+    if process.poll() is None:
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL) if group else process.kill()
+            process.wait()
+
+
+class Redis:
+    """A private redis-server on 127.0.0.1, no persistence."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(directory),
+                "--logfile", str(directory / "redis.log"), "--maxclients", "10000",
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self._answers, "redis-server", self.process)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *arguments: str) -> str:
+        """Run one command through redis-cli and return its output."""
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *arguments],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        return result.stdout.strip()
+
+    def _answers(self) -> bool:
+        try:
+            return self.command("PING") == "PONG"
+        except subprocess.CalledProcessError:
+            return False
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class AuditSink:
+    """bench/audit_sink.py in its own process: journald's socket, counting entries."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.process = subprocess.Popen(
+            [PYTHON, str(BENCH / "audit_sink.py"), str(path)],
+            stdout=subprocess.PIPE, start_new_session=True,
+        )
+        wait_for(path.exists, "audit sink", self.process)
+
+    def stop(self) -> int:
+        """Stop the sink; return how many entries it received."""
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=10)
+        return int(output or 0)
+
+
+def shipped_handler_command() -> list[str]:
+    """Return the unit's ExecStart=, pointed at this checkout instead of the installed package.
+
+    The bench measures what ships: if the unit's command line changes, so does
+    the bench, and a command it cannot point at the checkout is an error here
+    rather than a silent measurement of something else.
+    """
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("ExecStart="):
+            arguments = shlex.split(line.removeprefix("ExecStart="))
+            break
+    else:
+        raise RuntimeError(f"{UNIT}: no ExecStart=")
+    if not any(INSTALLED_PACKAGES in argument for argument in arguments):
+        raise RuntimeError(f"{UNIT}: ExecStart= does not name {INSTALLED_PACKAGES}: {arguments}")
+    return [argument.replace(INSTALLED_PACKAGES, str(REPO)) for argument in arguments]
+
+
+class ActivatedService:
+    """systemd-socket-activate spawning `command` once per connection on a unix socket."""
+
+    def __init__(self, path: Path, command: list[str], environment: dict[str, str]) -> None:
+        self.path = path
+        arguments = ["systemd-socket-activate", "--accept", "--inetd", "-l", str(path)]
+        for name, value in environment.items():
+            arguments += ["-E", f"{name}={value}"]
+        self.process = subprocess.Popen(
+            arguments + command, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        wait_for(path.exists, "systemd-socket-activate", self.process)
+
+    @property
+    def listener_pid(self) -> int:
+        return self.process.pid
+
+    def handler_pids(self) -> list[int]:
+        """The handler processes now running under the listener (zombies included)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def live_handlers(self) -> list[int]:
+        return [pid for pid in self.handler_pids() if is_alive(pid)]
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no handler runs any more; False if some still do after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.live_handlers():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def extract_seed_source(article: Path = SEED_ARTICLE) -> str:
+    """Return the node.js server of the 2010 article, as printed in it.
+
+    The article indents its code blocks with one leading space and interleaves
+    prose (not indented) between them; the server runs from `var net = require`
+    to its `server.listen(...)` line.
+    """
+    lines = article.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("var net = require"))
+    end = next(i for i, line in enumerate(lines) if line.strip().startswith("server.listen("))
+    code = [line[1:] for line in lines[start : end + 1] if line.startswith(" ") or not line.strip()]
+    return "\n".join(code) + "\n"
+
+
+def configure_seed(source: str, policy_path: Path, redis_port: int) -> str:
+    """Point the seed at our socket and Redis; nothing else of it changes.
+
+    node listens on a unix socket when given a path instead of a port, the same
+    transport the other servers use. Redis is named as 127.0.0.1, since
+    'localhost' may resolve to ::1 first where redis-server does not listen.
+    """
+    replacements = {
+        "var puertoplcy = 10000;": f"var puertoplcy = {json.dumps(str(policy_path))};",
+        "var puertoredis = 6379;": f"var puertoredis = {redis_port};",
+        "var hostredis = 'localhost';": "var hostredis = '127.0.0.1';",
+    }
+    for old, new in replacements.items():
+        if source.count(old) != 1:
+            raise RuntimeError(f"the seed no longer has {old!r}: update bench/servers.py")
+        source = source.replace(old, new)
+    return source
+
+
+class SeedServer:
+    """The article's server under node, with npm's redis@3, in `directory`."""
+
+    def __init__(self, directory: Path, policy_path: Path, redis_port: int) -> None:
+        self.path = policy_path
+        directory.mkdir(parents=True, exist_ok=True)
+        script = directory / "pbs_filter.js"
+        script.write_text(configure_seed(extract_seed_source(), policy_path, redis_port))
+        if not (directory / "node_modules" / "redis").is_dir():
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--silent", "--no-save", "redis@3"],
+                cwd=directory, check=True, stdout=subprocess.DEVNULL, timeout=300,
+            )
+        # The seed logs every request to the console: to /dev/null, as a daemon would.
+        self.process = subprocess.Popen(
+            ["node", str(script)], cwd=directory, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_for(policy_path.exists, "the seed's node server", self.process)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        stop_process(self.process)
