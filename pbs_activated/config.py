@@ -258,7 +258,7 @@ def _write_cache(cache: str, key: tuple[object, ...], tables: dict[str, object])
             os.close(descriptor)
         os.replace(temporary, cache)
     except OSError:
-        try:
+        try:  # noqa: SIM105 (contextlib.suppress would cost the handler its import)
             os.unlink(temporary)
         except OSError:
             pass
@@ -369,13 +369,15 @@ def apply_replication(redis: dict[str, object], settings: RedisSettings) -> None
             settings.min_replicas = value
         else:
             raise ConfigError('[redis] min_replicas_acknowledged must be "auto" or 0 to 100')
+    # WAIT blocks the connection: the socket must not time out before Redis answers.
     if "replication_timeout" in redis:
         settings.replication_timeout = _number(
             redis, "replication_timeout", "redis", 0.01, 60.0
         )
-    if settings.replication_timeout >= settings.timeout:
-        # WAIT blocks the connection: the socket would time out before Redis answers.
-        raise ConfigError("[redis] replication_timeout must be shorter than timeout")
+        if settings.replication_timeout >= settings.timeout:
+            raise ConfigError("[redis] replication_timeout must be shorter than timeout")
+    else:
+        settings.replication_timeout = min(defaults.REPLICATION_TIMEOUT, settings.timeout / 2)
 
 
 def parse_redis_url(url: str, settings: RedisSettings) -> None:

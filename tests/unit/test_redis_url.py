@@ -162,6 +162,10 @@ def test_replication_timeout_must_be_shorter_than_timeout(tmp_path: Path) -> Non
         redis_table(tmp_path, "timeout = 1.0\nreplication_timeout = 1.0\n")
 
 
+def test_a_short_timeout_shortens_the_default_replication_timeout(tmp_path: Path) -> None:
+    assert redis_table(tmp_path, "timeout = 0.5\n").replication_timeout == 0.25
+
+
 def test_tls_files_are_read_by_name(tmp_path: Path) -> None:
     settings = redis_table(
         tmp_path,
