@@ -60,18 +60,22 @@ deb: $(DEB)
 
 # dpkg-buildpackage wants debian/ at the top of the source tree: build in a copy of
 # the working tree (tracked and new files, not ignored ones) with packaging/debian as
-# its debian/, so the checkout stays clean. Rebuilt only when a source file changed.
+# its debian/, so the checkout stays clean. Rebuilt only when a source file changed;
+# each build has its own directory and the result is renamed into place, so two
+# builds at once (make test beside make demo) never see each other's half.
 $(DEB): $(SOURCES)
 	.ci/ensure-packages $(PACKAGING_PACKAGES)
 	test "$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)" = "$(VERSION)" \
 		|| { echo "packaging/debian/changelog does not say $(VERSION)" >&2; exit 1; }
-	rm -rf build/deb
-	mkdir -p build/deb/src dist
+	mkdir -p build dist
+	set -e; work=$$(mktemp -d build/deb.XXXXXX); trap 'rm -rf "$$work"' EXIT; \
+	mkdir "$$work/src"; \
 	git ls-files -z --cached --others --exclude-standard \
-		| tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C build/deb/src
-	cp -r packaging/debian build/deb/src/debian
-	cd build/deb/src && dpkg-buildpackage --build=binary --no-sign
-	mv build/deb/pbs-activated_$(VERSION)_all.deb $@
+		| tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$$work/src"; \
+	cp -r packaging/debian "$$work/src/debian"; \
+	(cd "$$work/src" && dpkg-buildpackage --build=binary --no-sign); \
+	mv "$$work/pbs-activated_$(VERSION)_all.deb" $@.$$$$; \
+	mv $@.$$$$ $@
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
