@@ -24,6 +24,7 @@ import poplib
 import smtplib
 import socket
 import sys
+import time
 from typing import Any
 
 SERVER_V4 = "192.0.2.1"
@@ -61,8 +62,13 @@ def smtp_try(
         result["ehlo"] = [code, _text(msg)]
         code, msg = smtp.mail(mail_from)
         result["mail"] = [code, _text(msg)]
+        # Seconds from sending each RCPT to its answer: Postfix asks the policy
+        # service in between, so this is what a slow handler would cost a client.
+        result["rcpt_seconds"] = []
         for rcpt in rcpts:
+            started = time.monotonic()
             code, msg = smtp.rcpt(rcpt)
+            result["rcpt_seconds"].append(time.monotonic() - started)
             result["rcpts"].append([code, _text(msg)])
         accepted = [r for r, (code, _) in zip(rcpts, result["rcpts"], strict=True) if code < 300]
         if send_data and accepted:
@@ -129,7 +135,10 @@ def imap_login(
     imap = _SourceIMAP4(server or server_for(source), port, source)
     result: dict[str, Any] = {"welcome": _text(imap.welcome)}
     try:
-        typ, data = imap.login(user, password)
+        # imaplib quotes the password but sends the user name as an atom; a name
+        # with spaces or commas (the injection tests) must be a quoted string.
+        quoted = user if user.replace(".", "").replace("@", "").isalnum() else imap._quote(user)
+        typ, data = imap.login(quoted, password)
         result["ok"] = typ == "OK"
         result["response"] = _text(data[0])
         imap.logout()

@@ -28,8 +28,11 @@ from container import Container
 
 SERVER_V4 = "192.0.2.1"
 SERVER_V6 = "2001:db8::1"
-CLIENTS_V4 = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
-CLIENTS_V6 = ["2001:db8::10", "2001:db8::11"]
+# Enough client addresses that every system test can log in from addresses of its
+# own: an authorization, or Dovecot's auth penalty after a failed login, then never
+# leaks from one test into the next.
+CLIENTS_V4 = [f"192.0.2.{n}" for n in range(10, 100)]
+CLIENTS_V6 = [f"2001:db8::{n:x}" for n in range(0x10, 0x40)]
 USERS = {"alice": "secret", "bob": "bob-secret"}
 LOCAL_DOMAIN = "example.test"
 REMOTE_DOMAIN = "remote.test"
@@ -99,10 +102,9 @@ def add_addresses(ct: Container) -> None:
             "net.ipv6.conf.lo.disable_ipv6=0",
         ]
     )
-    for addr in [SERVER_V4, *CLIENTS_V4]:
-        ct.run(["ip", "-4", "addr", "replace", f"{addr}/32", "dev", "lo"])
-    for addr in [SERVER_V6, *CLIENTS_V6]:
-        ct.run(["ip", "-6", "addr", "replace", f"{addr}/128", "dev", "lo", "nodad"])
+    batch = [f"addr replace {addr}/32 dev lo" for addr in [SERVER_V4, *CLIENTS_V4]]
+    batch += [f"addr replace {addr}/128 dev lo nodad" for addr in [SERVER_V6, *CLIENTS_V6]]
+    ct.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
 
 
 def add_users(ct: Container) -> None:

@@ -1,0 +1,103 @@
+"""What an admin audits: journal entries with PBS_* fields, a quiet Postfix, a closed socket."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from container import Container
+from mailhost import USERS, pop3_login, smtp_try
+from product import POLICY_SOCKET, AddressPool, decisions, wait_authorized, wait_for_entries
+
+pytestmark = pytest.mark.system
+
+REMOTE = "someone@remote.test"
+SENDER = "sender@client.example.test"
+
+
+def test_journal_shows_the_login_taken_with_its_fields(
+    product_host: Container, addresses: AddressPool
+) -> None:
+    client = addresses.v4()
+    cursor = product_host.journal_cursor()
+    assert pop3_login(product_host, client, "alice", USERS["alice"])["ok"]
+    [entry] = wait_for_entries(
+        product_host, "PBS_EVENT=login", f"PBS_CLIENT_ADDRESS={client}", after_cursor=cursor
+    )
+    assert entry["PBS_USER"] == "alice"
+    assert entry["PBS_SOURCE_UNIT"] == "dovecot.service"
+    assert entry["_SYSTEMD_UNIT"] == "pbs-journal.service"
+    assert entry["SYSLOG_IDENTIFIER"] == "pbs-activated"
+    login_time = int(entry["PBS_LOGIN_TIME"])
+    assert abs(login_time - time.time()) < 30
+    assert int(entry["PBS_EXPIRES"]) == login_time + 1800  # the shipped lifetime
+    assert client in entry["MESSAGE"] and "alice" in entry["MESSAGE"]
+
+
+def test_journal_shows_an_accepted_relay_with_its_fields(
+    product_host: Container, addresses: AddressPool
+) -> None:
+    client = addresses.v4()
+    assert pop3_login(product_host, client, "bob", USERS["bob"])["ok"]
+    wait_authorized(product_host, client)
+    cursor = product_host.journal_cursor()
+    assert smtp_try(product_host, client, [REMOTE])[0][0] == 250
+    [entry] = decisions(product_host, client, cursor)
+    assert entry["PBS_ACTION"] == "OK"
+    assert entry["PBS_USER"] == "bob"
+    assert entry["PBS_RECIPIENT"] == REMOTE
+    assert entry["PBS_SENDER"] == SENDER
+    assert entry["PBS_PROTOCOL_STATE"] == "RCPT"
+    assert entry["PBS_HELO_NAME"] == "client.example.test"
+    assert entry["PBS_REASON"]
+    assert entry["_SYSTEMD_UNIT"].startswith("pbs-policy@")
+    # An auditor's query finds it by its fields alone.
+    found = product_host.journal("PBS_ACTION=OK", "PBS_USER=bob", after_cursor=cursor)
+    assert [e["PBS_RECIPIENT"] for e in found if e["PBS_CLIENT_ADDRESS"] == client] == [REMOTE]
+
+
+def test_journal_shows_a_refused_relay_with_its_fields(
+    product_host: Container, addresses: AddressPool
+) -> None:
+    client = addresses.v4()
+    cursor = product_host.journal_cursor()
+    assert smtp_try(product_host, client, [REMOTE])[0][0] == 554
+    [entry] = decisions(product_host, client, cursor)
+    assert entry["PBS_ACTION"] == "DUNNO"
+    assert "PBS_USER" not in entry
+    assert entry["PBS_RECIPIENT"] == REMOTE
+    assert entry["PBS_SENDER"] == SENDER
+    assert entry["PBS_REASON"]
+
+
+@pytest.mark.parametrize("user", ["nobody", "alice"])
+def test_an_unprivileged_user_cannot_connect_to_the_policy_socket(
+    product_host: Container, user: str
+) -> None:
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"try: s.connect({POLICY_SOCKET!r})\n"
+        "except PermissionError: print('denied')\n"
+        "else: print('connected')\n"
+    )
+    result = product_host.run(["python3", "-c", probe], user=user)
+    assert result.stdout.strip() == "denied"
+
+
+def test_the_policy_socket_belongs_to_postfix_alone(product_host: Container) -> None:
+    mode = product_host.run(["stat", "-c", "%A %U %G", POLICY_SOCKET]).stdout.split()
+    assert mode == ["srw-------", "postfix", "postfix"]
+
+
+@pytest.mark.after_all
+def test_postfix_logged_no_policy_warning_during_the_whole_session(
+    product_host: Container,
+) -> None:
+    """Runs last: every relay, outage and crash of the session has been through Postfix."""
+    entries = product_host.journal("SYSLOG_IDENTIFIER=postfix/smtpd")
+    assert entries, "no smtpd entries at all: the query is wrong"
+    warnings = [e["MESSAGE"] for e in entries if "warning:" in e["MESSAGE"]]
+    assert [w for w in warnings if "policy" in w or "pbs-policy" in w] == []
+    policy = product_host.journal("-u", "postfix@-.service", "-p", "warning")
+    assert [e["MESSAGE"] for e in policy if "policy" in e["MESSAGE"]] == []
