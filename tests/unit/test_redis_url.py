@@ -199,3 +199,14 @@ def test_a_systemd_credential_supplies_the_tls_key(
 def test_an_unknown_redis_key_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="'sentinel'"):
         apply_redis({"sentinel": ["10.0.0.1"]}, RedisSettings())
+
+
+def test_a_user_named_in_the_url_takes_the_password_from_a_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "redis-password").write_text("policy-secret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    settings = redis_table(tmp_path, 'url = "unix://pbs-policy:@/run/redis/redis-server.sock"\n')
+    assert (settings.username, settings.password) == ("pbs-policy", "policy-secret")
