@@ -139,7 +139,7 @@ class Lookup:
         """
         sentinels = self.settings.sentinels
         overall = self._deadline
-        failure: Exception = StoreUnavailable("no sentinel answered")
+        failure = StoreUnavailable("no sentinel answered")
         try:
             for index, (host, port) in enumerate(sentinels):
                 self._deadline = _share(overall, len(sentinels) - index)
@@ -157,15 +157,13 @@ class Lookup:
                         self._connect_server(server_host, server_port)
                         return
                     except (OSError, ValueError, StoreUnavailable) as error:
-                        failure = error
+                        failure = _server_error(server_host, server_port, error)
                         self.close()
                 if time.monotonic() >= overall:
                     break
         finally:
             self._deadline = overall
-        if isinstance(failure, StoreUnavailable):
-            raise failure
-        raise StoreUnavailable(_describe(failure))
+        raise failure
 
     def _ask_sentinel(self, host: str, port: int) -> list[tuple[str, int]]:
         """Return the master, then the healthy replicas, that one sentinel knows of."""
@@ -319,8 +317,13 @@ def _share(deadline: float, attempts_left: int) -> float:
 
 
 def _sentinel_error(host: str, port: int, error: Exception) -> StoreUnavailable:
+    return _server_error(host, port, error, "sentinel ")
+
+
+def _server_error(host: str, port: int, error: Exception, kind: str = "") -> StoreUnavailable:
+    """Name the server a failure came from: with Sentinel there are several to try."""
     reason = str(error) if isinstance(error, StoreUnavailable) else _describe(error)
-    return StoreUnavailable(f"sentinel {host}:{port}: {reason}")
+    return StoreUnavailable(f"{kind}{host}:{port}: {reason}")
 
 
 def tls_context(settings: RedisSettings) -> ssl.SSLContext:
