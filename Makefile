@@ -48,6 +48,11 @@ integration: deps
 system: deps deb
 	$(PYTEST) -q tests/system
 
+# The README's first command: the .deb in a throwaway booted Debian 12, narrated.
+# demo.py runs `make deb` itself, quietly: its build log would bury the story.
+demo: deps
+	$(PYTHON) tests/system/demo.py
+
 test: deps lint
 	$(PYTEST) -q tests
 

@@ -10,30 +10,18 @@ checks Postfix's answer without a policy service), `product_host` has the
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from container import Container
+from container import Container, missing_requirements
 from mailhost import configure_mail_host
 from product import AddressPool, BuildFailed, build_deb, install_product
-
-REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "nsenter", "setpriv")
 
 
 def system_test_skip_reason() -> str | None:
     """Why system tests cannot run here, or None when they can."""
-    if os.geteuid() != 0:
-        return "system tests need root (systemd-nspawn, mounts, namespaces)"
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-    if missing:
-        return (
-            f"system tests need {', '.join(missing)}"
-            " (apt-get install systemd-container debootstrap util-linux)"
-        )
-    return None
+    return missing_requirements()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -96,6 +96,22 @@ class ContainerError(RuntimeError):
     """The container could not be built, booted or reached."""
 
 
+REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "nsenter", "setpriv")
+
+
+def missing_requirements() -> str | None:
+    """Why containers cannot run here, or None when they can (tests skip, the demo stops)."""
+    if os.geteuid() != 0:
+        return "booting a container needs root (systemd-nspawn, mounts, namespaces)"
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return (
+            f"booting a container needs {', '.join(missing)}"
+            " (apt-get install systemd-container debootstrap util-linux)"
+        )
+    return None
+
+
 # --------------------------------------------------------------------------
 # Root file system cache
 # --------------------------------------------------------------------------
