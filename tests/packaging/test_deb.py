@@ -184,3 +184,9 @@ def _section_for(script: Path, needle: str) -> str:
     """The debhelper snippets of a maintainer script that mention `needle`."""
     snippets = script.read_text().split("# End automatically added section")
     return "\n".join(snippet for snippet in snippets if needle in snippet)
+
+
+def test_ships_the_readme_and_the_cluster_guide(deb: Path) -> None:
+    paths = contents(deb)
+    assert "/usr/share/doc/pbs-activated/README.md" in paths
+    assert "/usr/share/doc/pbs-activated/cluster.md" in paths
