@@ -187,6 +187,7 @@ def _section_for(script: Path, needle: str) -> str:
 
 
 def test_ships_the_readme_and_the_cluster_guide(deb: Path) -> None:
-    paths = contents(deb)
+    """Under /usr/share/doc, gzipped once larger than 4 KiB (Debian policy 12.3)."""
+    paths = {path.removesuffix(".gz") for path in contents(deb)}
     assert "/usr/share/doc/pbs-activated/README.md" in paths
     assert "/usr/share/doc/pbs-activated/cluster.md" in paths
