@@ -59,13 +59,17 @@ test: deps lint
 # The version has one home, pyproject.toml; debian/changelog must say the same.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 DEB := dist/pbs-activated_$(VERSION)_all.deb
-SOURCES := $(wildcard $(shell git ls-files --cached --others --exclude-standard 2>/dev/null))
+# The tree to package: git's view of it (tracked and new files, not ignored ones), or
+# without git (an unpacked tarball) every file but the build products.
+SOURCE_FILES := { git ls-files -z --cached --others --exclude-standard 2>/dev/null \
+	|| find . \( -path ./build -o -path ./dist -o -path ./.venv -o -path ./.git \) -prune \
+	-o -type f -print0; }
+SOURCES := $(wildcard $(shell $(SOURCE_FILES) | tr '\0' '\n'))
 
 deb: $(DEB)
 
 # dpkg-buildpackage wants debian/ at the top of the source tree: build in a copy of
-# the working tree (tracked and new files, not ignored ones) with packaging/debian as
-# its debian/, so the checkout stays clean. Rebuilt only when a source file changed;
+# the working tree with packaging/debian as its debian/, so the checkout stays clean. Rebuilt only when a source file changed;
 # each build has its own directory and the result is renamed into place, so two
 # builds at once (make test beside make demo) never see each other's half.
 $(DEB): $(SOURCES)
@@ -75,8 +79,8 @@ $(DEB): $(SOURCES)
 	mkdir -p build dist
 	set -e; work=$$(mktemp -d build/deb.XXXXXX); trap 'rm -rf "$$work"' EXIT; \
 	mkdir "$$work/src"; \
-	git ls-files -z --cached --others --exclude-standard \
-		| tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$$work/src"; \
+	$(SOURCE_FILES) | tar --null --ignore-failed-read -T - -cf - 2>/dev/null \
+		| tar -xf - -C "$$work/src"; \
 	cp -r packaging/debian "$$work/src/debian"; \
 	(cd "$$work/src" && dpkg-buildpackage --build=binary --no-sign); \
 	mv "$$work/pbs-activated_$(VERSION)_all.deb" $@.$$$$; \
