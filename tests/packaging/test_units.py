@@ -68,6 +68,13 @@ def test_service_exposure_check_is_from_the_source_units(service: str) -> None:
     assert exposure(REPO / "units" / service) <= MAXIMUM_EXPOSURE
 
 
+def test_exposure_of_an_unhardened_service_is_far_above_the_bound(tmp_path: Path) -> None:
+    """The measure is real: the same service without its hardening scores high."""
+    unit = tmp_path / "plain.service"
+    unit.write_text("[Service]\nExecStart=/usr/bin/pbs-activated journal\nDynamicUser=yes\n")
+    assert exposure(unit) > 2 * MAXIMUM_EXPOSURE
+
+
 @pytest.mark.parametrize(
     "unit", ["pbs-policy.socket", "pbs-policy@0.service", "pbs-journal.service"]
 )
