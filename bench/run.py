@@ -98,8 +98,10 @@ class Bench:
         path.mkdir()
         return path
 
-    def activated(self, name: str, command: list[str], **environment: str) -> ActivatedService:
-        service = ActivatedService(self.directory / f"{name}.sock", command, environment)
+    def activated(
+        self, name: str, command: list[str], accept: bool = True, **environment: str
+    ) -> ActivatedService:
+        service = ActivatedService(self.directory / f"{name}.sock", command, environment, accept)
         self.services.append(service)
         return service
 
@@ -107,11 +109,12 @@ class Bench:
         return self.activated("floor", [PYTHON, "-I", "-S", str(BENCH / "floor.py")])
 
     def ours(
-        self, name: str = "ours", command: list[str] | None = None, **changes: str
+        self, name: str = "ours", command: list[str] | None = None, accept: bool = True,
+        **changes: str,
     ) -> ActivatedService:
         """Our handler; `changes` override the environment (an empty value removes it)."""
         environment = {k: v for k, v in dict(self.environment, **changes).items() if v}
-        return self.activated(name, command or shipped_handler_command(), **environment)
+        return self.activated(name, command or shipped_handler_command(), accept, **environment)
 
     def start_seed(self) -> SeedServer:
         directory = self.directory
@@ -211,6 +214,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=200, help="fresh connections each")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each throughput figure")
     parser.add_argument("--no-variants", action="store_true", help="skip the start-up variants")
+    parser.add_argument(
+        "--resident", action="store_true", help="also evaluate one process for all (Accept=no)"
+    )
     options = parser.parse_args()
     sys.path.insert(0, str(REPO))
 
@@ -220,6 +226,8 @@ def main() -> int:
             report = measure(bench, options.connections, options.rounds)
             if not options.no_variants:
                 report += variants(bench, options.connections // 2)
+            if options.resident:
+                report += resident(bench, options.connections, options.rounds)
         finally:
             entries = bench.stop()
     report.append(f"audit entries received from our handler: {entries}")
@@ -312,6 +320,53 @@ def variants(bench: Bench, count: int) -> list[str]:
     for (name, _, _), value in zip(candidates, medians, strict=True):
         lines.append(f"  {name:<52} {value:6.2f}  {value / medians[0]:.2f}x")
     return lines
+
+
+
+def resident(bench: Bench, connections: int, rounds: int) -> list[str]:
+    """The goals' figures for bench/resident.py: the same code, one process for all (Accept=no).
+
+    Its first answer and storm are those of a process already running (the
+    first connection of all starts it); memory is the one process's, holding
+    16 connections, against 16 floors.
+    """
+    progress("Accept=no evaluation (bench/resident.py)")
+    assert bench.seed is not None
+    floor = bench.services[0]
+    service = bench.ours(
+        "resident", [PYTHON, "-I", "-S", str(BENCH / "resident.py"), str(REPO)], accept=False
+    )
+    first_answer_times(service.path, OUR_ANSWER, 1)  # starts it
+    first = median_ms(first_answer_times(service.path, OUR_ANSWER, connections))
+    floor_first = first_answers([(floor, FLOOR_ANSWER)], connections)[0]
+    storm_time = statistics.median(storm(service.path, OUR_ANSWER, 64) for _ in range(rounds))
+    floor_storm = storms(floor, FLOOR_ANSWER, 64, rounds)
+    rates = {}
+    for shape in ((16, 500), (1, 3000)):
+        ours, seeds = [], []
+        for _ in range(rounds):
+            ours.append(steady(service.path, OUR_ANSWER, *shape))
+            seeds.append(steady(bench.seed.path, SEED_ANSWER, *shape))
+        rates[shape] = (statistics.median(seeds), statistics.median(ours))
+    with held_connections(service.path, OUR_ANSWER, 16):
+        time.sleep(0.2)
+        resident_rss = rss_kib(service.listener_pid) or 0  # the listener execs it: same PID
+    floor_rss = handler_rss_kib(floor, FLOOR_ANSWER, 8)
+    figures = [
+        Figure("connect -> first answer, median ms", floor_first, first, 2.0, True),
+        Figure("64 new connections at once, all answered, ms",
+               floor_storm * 1000, storm_time * 1000, 2.0, True),
+        Figure("steady 16 conn x 500 req, req/s, vs seed", *rates[(16, 500)], 1.5, False),
+        Figure("steady 1 conn x 3000 req, req/s, vs seed", *rates[(1, 3000)], 1.2, False),
+        Figure("RSS for 16 connections, MiB, vs 16 floors",
+               16 * floor_rss / 1024, resident_rss / 1024, 1.5, True),
+    ]
+    return [
+        "",
+        "Accept=no evaluation: bench/resident.py, the same code in one process for all",
+        "-" * 86,
+        *(figure.row() for figure in figures),
+    ]
 
 
 if __name__ == "__main__":

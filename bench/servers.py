@@ -163,11 +163,19 @@ def shipped_handler_command() -> list[str]:
 
 
 class ActivatedService:
-    """systemd-socket-activate spawning `command` once per connection on a unix socket."""
+    """systemd-socket-activate spawning `command` once per connection on a unix socket.
 
-    def __init__(self, path: Path, command: list[str], environment: dict[str, str]) -> None:
+    With `accept=False` it starts `command` once, on the first connection, and
+    hands it the listening socket as fd 3 (what a unit with Accept=no does).
+    """
+
+    def __init__(
+        self, path: Path, command: list[str], environment: dict[str, str], accept: bool = True
+    ) -> None:
         self.path = path
-        arguments = ["systemd-socket-activate", "--accept", "--inetd", "-l", str(path)]
+        arguments = ["systemd-socket-activate", "-l", str(path)]
+        if accept:
+            arguments[1:1] = ["--accept", "--inetd"]
         for name, value in environment.items():
             arguments += ["-E", f"{name}={value}"]
         self.process = subprocess.Popen(
