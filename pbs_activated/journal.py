@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from pbs_activated import addresses, audit, defaults, store
 from pbs_activated.config import Config
@@ -40,22 +40,13 @@ Result = TypeVar("Result")
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class Entry(NamedTuple):
-    """The fields of one journal entry the reader looks at."""
-
-    cursor: str
-    realtime_us: int
-    unit: str
-    transport: str
-    message: str
-
-
 class JournalSource:
     """The journal filtered to the mail-server units, read forward one entry at a time.
 
-    Uses python-systemd's low-level `_Reader` and fetches five fields per entry:
-    the high-level `Reader.get_next()` decodes every field of every entry, which
-    costs the reader most of its throughput during a catch-up.
+    Uses python-systemd's low-level `_Reader` and fetches only the fields it
+    needs, when it needs them: MESSAGE for every entry, the trusted fields and the
+    time for logins, the cursor when it is saved. The high-level `Reader.get_next()`
+    decodes every field of every entry, which costs most of a catch-up's time.
     """
 
     def __init__(self, units: tuple[str, ...], directory: str = "") -> None:
@@ -96,18 +87,26 @@ class JournalSource:
         """Position before the first entry at or after a wall-clock time (Unix µs)."""
         self._reader.seek_realtime(realtime_us)
 
-    def next_entry(self) -> Entry | None:
-        """Return the next entry, or None when everything has been read."""
-        reader = self._reader
-        if not reader._next():
+    def next_message(self) -> str | None:
+        """Move to the next entry and return its MESSAGE; None when everything has been read.
+
+        The reader stays on that entry (also after None: on the last one read),
+        which is what `cursor()`, `realtime_us()` and `trusted_fields()` describe.
+        """
+        if not self._reader._next():
             return None
-        return Entry(
-            reader._get_cursor(),
-            reader._get_realtime(),
-            _text(reader, "_SYSTEMD_UNIT"),
-            _text(reader, "_TRANSPORT"),
-            _text(reader, "MESSAGE"),
-        )
+        return _text(self._reader, "MESSAGE")
+
+    def cursor(self) -> str:
+        return str(self._reader._get_cursor())
+
+    def realtime_us(self) -> int:
+        """When journald received the current entry, in Unix microseconds."""
+        return int(self._reader._get_realtime())
+
+    def trusted_fields(self) -> tuple[str, str]:
+        """The current entry's `_SYSTEMD_UNIT` and `_TRANSPORT`, set by journald itself."""
+        return _text(self._reader, "_SYSTEMD_UNIT"), _text(self._reader, "_TRANSPORT")
 
     def wait(self, timeout: float | None) -> int:
         """Block until the journal changes or `timeout` seconds pass (None: forever)."""
@@ -221,6 +220,7 @@ class LoginReader:
         self.position = ""
         """Cursor of the last entry fully handled; saved to the cursor file from time to time."""
         self._unsaved = 0
+        """Entries handled since the last save; the journal is positioned on the last one."""
         self._client: Any = None
 
     def run(self) -> int:
@@ -250,37 +250,40 @@ class LoginReader:
         """Handle the next entry, or save the cursor and wait for the journal to change."""
         self.notifier.watchdog()
         try:
-            entry = self.source.next_entry()
+            message = self.source.next_message()
         except OSError as error:  # a journal file vanished under us (vacuum): reopen
             _log(f"reading the journal failed ({error}): reopening it")
+            self._unsaved = 0  # the entries since `position` are read again
             self.source.reopen()
             if not (self.position and self.source.seek_after(self.position)):
                 self.start()
             return
-        if entry is None:
+        if message is None:
             self.save_cursor()
             self.notifier.set_status(f"Following the journal: {self.counts.summary()}")
             self.source.wait(self.notifier.interval)
             return
-        self.handle(entry)
-        self.position = entry.cursor
+        self.handle(message)
         self._unsaved += 1
         if self._unsaved >= defaults.CURSOR_SAVE_EVERY:
             self.save_cursor()
 
     def save_cursor(self) -> None:
-        """Persist the position; every login before it has been acknowledged by Redis."""
+        """Persist the position; every login up to it has been acknowledged by Redis."""
+        if self._unsaved:
+            self.position = self.source.cursor()
+            self._unsaved = 0
         if self.position:
             self.cursor_file.save(self.position)
-        self._unsaved = 0
 
-    def handle(self, entry: Entry) -> None:
-        """Authorize the entry's login if it is one we trust; return once Redis agreed."""
+    def handle(self, message: str) -> None:
+        """Authorize the current entry's login if it is one we trust; return once Redis agreed."""
         self.counts.entries += 1
-        if entry.unit not in self.units or entry.transport not in defaults.JOURNAL_TRANSPORTS:
-            return
-        login = self.parser.parse(entry.message)
+        login = self.parser.parse(message)
         if login is None:
+            return
+        unit, transport = self.source.trusted_fields()
+        if unit not in self.units or transport not in defaults.JOURNAL_TRANSPORTS:
             return
         self.counts.logins += 1
         try:
@@ -291,7 +294,8 @@ class LoginReader:
         if addresses.is_local(address) or self._is_ignored(address):
             self.counts.ignored += 1
             return
-        expires_ms = entry.realtime_us // 1000 + self.lifetime_ms
+        login_us = self.source.realtime_us()
+        expires_ms = login_us // 1000 + self.lifetime_ms
 
         def authorize(client: Any) -> bool | None:
             # Checked on every retry: a login that expires while Redis is down needs no key.
@@ -310,12 +314,12 @@ class LoginReader:
                 audit.INFO,
                 f"authorized {address} for {login.user} until "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(expires_ms / 1000))}"
-                f" ({login.protocol or 'login'} via {entry.unit})",
+                f" ({login.protocol or 'login'} via {unit})",
                 PBS_EVENT="login",
                 PBS_USER=login.user,
                 PBS_CLIENT_ADDRESS=address,
-                PBS_SOURCE_UNIT=entry.unit,
-                PBS_LOGIN_TIME=entry.realtime_us // 1_000_000,
+                PBS_SOURCE_UNIT=unit,
+                PBS_LOGIN_TIME=login_us // 1_000_000,
                 PBS_EXPIRES=expires_ms // 1000,
             )
 
@@ -401,6 +405,5 @@ def main(config: Config) -> int:
     reader = LoginReader(config, source, cursor_file, Notifier(), parser, ignored)
     try:
         return reader.run()
-    except KeyboardInterrupt:
-        reader.save_cursor()
+    except KeyboardInterrupt:  # no cursor save: the entry in hand may not be acknowledged
         return 0
