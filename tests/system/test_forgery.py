@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from container import Container
-from mailhost import imap_login, pop3_login, smtp_try
+from mailhost import USERS, imap_login, pop3_login, smtp_try
 from product import (
     AddressPool,
     authorizations,
@@ -213,3 +213,15 @@ def test_injected_user_name_authorizes_the_real_client_address_only(
     assert wait_authorized(product_host, client) == name
     reader_caught_up(product_host, addresses.v4())
     assert_not_authorized(product_host, target)
+
+
+def test_login_from_loopback_authorizes_nothing(
+    product_host: Container, addresses: AddressPool
+) -> None:
+    """Webmail and local proxies log rip=127.0.0.1: that is every local user, not a client."""
+    cursor = product_host.journal_cursor()
+    assert pop3_login(product_host, "127.0.0.1", "alice", USERS["alice"])["ok"]
+    product_host.wait_for_journal(DOVECOT, contains="rip=127.0.0.1,", after_cursor=cursor)
+    reader_caught_up(product_host, addresses.v4())
+    assert "127.0.0.1" not in authorizations(product_host)
+    assert product_host.journal("PBS_EVENT=login", "PBS_CLIENT_ADDRESS=127.0.0.1") == []

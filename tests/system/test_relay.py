@@ -15,9 +15,12 @@ pytestmark = pytest.mark.system
 
 REMOTE = "someone@remote.test"
 LOCAL = "alice@example.test"
-RCPT_ANSWER_LIMIT = 0.5
-"""Seconds one RCPT may take with the policy check: the first starts a handler
-(~0.1 s), the others reuse its connection (a few ms)."""
+FIRST_RCPT_LIMIT = 1.0
+"""Seconds the first RCPT may take: smtpd may connect to the policy socket, and
+systemd then starts a handler (~0.1 s here)."""
+NEXT_RCPT_LIMIT = 0.1
+"""Seconds every further RCPT may take: the same handler answers on the same
+connection (under 1 ms here), so this is ~100 times the usual answer."""
 
 
 def test_installing_the_package_enables_and_starts_its_units(product_host: Container) -> None:
@@ -93,7 +96,9 @@ def test_several_rcpts_are_answered_at_once_by_one_handler(
     recipients = [f"user{n}@remote.test" for n in range(10)]
     session = smtp_session(product_host, client, recipients)
     assert [code for code, _ in session["rcpts"]] == [250] * len(recipients)
-    assert max(session["rcpt_seconds"]) < RCPT_ANSWER_LIMIT, session["rcpt_seconds"]
+    first, *others = session["rcpt_seconds"]
+    assert first < FIRST_RCPT_LIMIT, session["rcpt_seconds"]
+    assert max(others) < NEXT_RCPT_LIMIT, session["rcpt_seconds"]
     answered = decisions(product_host, client, cursor, count=len(recipients))
     assert sorted(entry["PBS_RECIPIENT"] for entry in answered) == sorted(recipients)
     # The same question as an admin asks it: which handler instances logged?
