@@ -397,3 +397,25 @@ def test_the_watchdog_is_pinged_while_idle(
             process.notify.wait_for(lambda message: message.get("WATCHDOG") == "1", timeout=2)
     finally:
         process.stop()
+
+
+def test_reader_keeps_following_after_rotation_and_vacuum(
+    reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
+) -> None:
+    run_until_sentinel(reader, redis_server, journal_dir, [dovecot_login("192.0.2.95")])
+    reader.wait_status("Following the journal:")
+    (journal_dir / "system.journal").rename(journal_dir / "system@0001-0001.journal")  # rotated
+    writer = JournalWriter(journal_dir / "system.journal")
+    writer.append(dovecot_login("192.0.2.96"))
+    wait_for_key(redis_server, "192.0.2.96", timeout=5)
+    (journal_dir / "system@0001-0001.journal").unlink()  # vacuumed
+    writer.append(dovecot_login("192.0.2.97"))
+    wait_for_key(redis_server, "192.0.2.97", timeout=5)
+    writer.close()
+    reader.stop()
+    reader.start()  # the saved cursor names an entry of the live file
+    writer = JournalWriter(journal_dir / "system.journal")
+    writer.append(dovecot_login("192.0.2.98"))
+    wait_for_key(redis_server, "192.0.2.98", timeout=5)
+    writer.close()
+    assert "no longer in the journal" not in reader.output()
