@@ -191,3 +191,9 @@ def test_ships_the_readme_and_the_cluster_guide(deb: Path) -> None:
     paths = {path.removesuffix(".gz") for path in contents(deb)}
     assert "/usr/share/doc/pbs-activated/README.md" in paths
     assert "/usr/share/doc/pbs-activated/cluster.md" in paths
+
+
+def test_postfix_files_trigger_the_package(control: Path) -> None:
+    """Postfix installed later: its files under /var/spool/postfix wake our postinst."""
+    assert "interest-noawait /var/spool/postfix" in (control / "triggers").read_text()
+    assert "deb-systemd-invoke start pbs-policy.socket" in (control / "postinst").read_text()

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.system
 
 PACKAGE = "/root/pbs-activated.deb"
 UPGRADE = "/root/pbs-activated-upgrade.deb"
+STAND_IN = "/root/postfix-stand-in.deb"
 STATE = ("/var/lib/private/pbs-activated", "/var/lib/pbs-activated")
 
 
@@ -50,7 +51,35 @@ def upgrade_deb(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def booted(deb: Path, upgrade: Path) -> Iterator[object]:
+@pytest.fixture(scope="session")
+def postfix_stand_in(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package that, like postfix, ships files under /var/spool/postfix and makes
+    its private directory in postinst: installing it is what installing Postfix
+    after pbs-activated looks like to dpkg."""
+    tree = tmp_path_factory.mktemp("stand-in") / "tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "var/spool/postfix/etc").mkdir(parents=True)
+    (tree / "var/spool/postfix/etc/stand-in").write_text("")
+    (tree / "DEBIAN/control").write_text(
+        "Package: postfix-stand-in\nVersion: 1\nArchitecture: all\n"
+        "Maintainer: tests <tests@example.test>\nDescription: files under /var/spool/postfix\n"
+    )
+    postinst = tree / "DEBIAN/postinst"
+    postinst.write_text(
+        "#!/bin/sh\nset -e\n[ -d /var/spool/postfix/private ] || "
+        "mv /var/spool/postfix/private.away /var/spool/postfix/private\n"
+    )
+    postinst.chmod(0o755)
+    path = tree.parent / "postfix-stand-in.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def booted(deb: Path, upgrade: Path, stand_in: Path) -> Iterator[object]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -59,20 +88,21 @@ def booted(deb: Path, upgrade: Path) -> Iterator[object]:
     with Container() as container:
         container.copy_in(deb, PACKAGE)
         container.copy_in(upgrade, UPGRADE)
+        container.copy_in(stand_in, STAND_IN)
         container.run(f"cd /root && apt-get install -y ./{Path(PACKAGE).name}", timeout=300)
         yield container
 
 
 @pytest.fixture(scope="module")
-def installed(deb: Path, upgrade_deb: Path) -> Iterator[object]:
+def installed(deb: Path, upgrade_deb: Path, postfix_stand_in: Path) -> Iterator[object]:
     """One container with the package installed, for checks that change nothing."""
-    yield from booted(deb, upgrade_deb)
+    yield from booted(deb, upgrade_deb, postfix_stand_in)
 
 
 @pytest.fixture
-def fresh(deb: Path, upgrade_deb: Path) -> Iterator[object]:
+def fresh(deb: Path, upgrade_deb: Path, postfix_stand_in: Path) -> Iterator[object]:
     """A container of its own, for a check that upgrades, removes or purges."""
-    yield from booted(deb, upgrade_deb)
+    yield from booted(deb, upgrade_deb, postfix_stand_in)
 
 
 def shell(container: object, command: str) -> str:
@@ -146,3 +176,24 @@ def test_purge_removes_configuration_state_and_enablement(fresh: object) -> None
         "ls /etc/systemd/system/sockets.target.wants /etc/systemd/system/multi-user.target.wants",
     )
     assert "pbs-" not in wants
+
+
+def without_postfix_private_directory(container: object) -> None:
+    """Postfix not yet there: its private directory gone, so the socket cannot start."""
+    shell(container, "systemctl stop postfix pbs-policy.socket")
+    shell(container, "mv /var/spool/postfix/private /var/spool/postfix/private.away")
+    shell(container, "systemctl start pbs-policy.socket")
+    assert shell(container, "systemctl is-active pbs-policy.socket") != "active"
+
+
+def test_the_socket_starts_once_postfix_is_installed_after_the_package(fresh: object) -> None:
+    without_postfix_private_directory(fresh)
+    shell(fresh, f"dpkg -i {STAND_IN}")
+    assert shell(fresh, "systemctl is-active pbs-policy.socket") == "active"
+
+
+def test_installing_postfix_later_does_not_start_a_disabled_socket(fresh: object) -> None:
+    without_postfix_private_directory(fresh)
+    shell(fresh, "systemctl disable pbs-policy.socket")
+    shell(fresh, f"dpkg -i {STAND_IN}")
+    assert shell(fresh, "systemctl is-active pbs-policy.socket") != "active"
