@@ -61,3 +61,18 @@ def test_command_page_documents_every_long_option(command: str) -> None:
         option for option in long_options(*filter(None, [command])) if roff(option) not in page
     ]
     assert not missing, f"pbs-activated {command}: {missing} not in pbs-activated(8)"
+
+
+def audit_fields() -> set[str]:
+    """Every journal field the code writes: `PBS_NAME=` keyword arguments of audit.send."""
+    code = "".join(path.read_text() for path in (REPO / "pbs_activated").glob("*.py"))
+    return set(re.findall(r"\b(PBS_[A-Z_]+)=", code))
+
+
+def test_the_code_writes_audit_fields_to_document() -> None:
+    assert {"PBS_USER", "PBS_CLIENT_ADDRESS", "PBS_ACTION"} <= audit_fields()
+
+
+@pytest.mark.parametrize("field", sorted(audit_fields()))
+def test_command_page_documents_the_audit_field(field: str) -> None:
+    assert re.search(rf"^\.BR? .*\b{field}\b", COMMAND_PAGE.read_text(), re.MULTILINE)
