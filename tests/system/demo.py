@@ -43,7 +43,7 @@ def heading(step: str) -> None:
 
 def say(text: str) -> None:
     """A short explanation, wrapped."""
-    print(textwrap.fill(textwrap.dedent(text).strip(), WIDTH), flush=True)
+    print(textwrap.fill(" ".join(text.split()), WIDTH), flush=True)
 
 
 def output(text: str) -> None:
