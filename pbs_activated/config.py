@@ -244,7 +244,8 @@ def _write_cache(cache: str, key: tuple[object, ...], tables: dict[str, object])
     import marshal
 
     try:
-        payload = marshal.dumps((CACHE_FORMAT, key, tables))
+        # TOML's values are marshal's types, but for dates and times: those raise.
+        payload = marshal.dumps((CACHE_FORMAT, key, tables))  # type: ignore[arg-type]
     except ValueError:  # a TOML date or time: not marshalable, so never cached
         return
     temporary = f"{cache}.{os.getpid()}.tmp"

@@ -59,6 +59,10 @@ class RequestParser:
         Raises LimitExceeded when a line or a request outgrows its limit; the
         connection should then be closed, since resynchronising is guesswork.
         """
+        if not self._pending and not self._lines:
+            request = self._whole_request(chunk)
+            if request is not None:
+                return [request]
         # One split and one pass with the limits checked inline: this runs for
         # every request, and a function call or a slice per line cost a handler
         # about a third of its time per request.
@@ -87,6 +91,26 @@ class RequestParser:
             raise
         return requests
 
+    def _whole_request(self, chunk: bytes) -> Request | None:
+        """The request in `chunk` if it holds exactly one, well-formed, within the limits.
+
+        That is what Postfix sends nearly every time, and then the general path
+        would find the same request and raise nothing: the request's size is the
+        chunk less its empty line, and no line is longer than the chunk. Parsing
+        it without a loop per line saves a handler a fifth of its time per
+        request. Anything else (None) takes the general path.
+        """
+        end = len(chunk) - 2
+        if end <= 0 or chunk.find(b"\n\n") != end or chunk[0] == 0x0A or b"\r" in chunk:
+            return None
+        if end + 1 > self.max_request_size:
+            return None
+        block = chunk[:end]
+        if end > self.max_line_length and max(map(len, block.split(b"\n"))) > self.max_line_length:
+            return None
+        attributes = _well_formed(block.decode("utf-8", "replace"))
+        return None if attributes is None else Request(attributes)
+
     @property
     def in_request(self) -> bool:
         """True while a request has started and not yet ended (EOF here is a truncation)."""
@@ -109,19 +133,30 @@ def parse_request(lines: list[bytes]) -> Request:
     sends either, so something is wrong and the request must not authorize.
     """
     # What Postfix sends (no CR, every line name=value, no name twice) is built
-    # with one decode and one comprehension; anything else takes the line by
-    # line path, which says what is wrong. "\n" is never part of a UTF-8
-    # sequence, so decoding the joined lines replaces exactly what decoding
-    # each line would.
+    # by _well_formed; anything else takes the line by line path, which says
+    # what is wrong. "\n" is never part of a UTF-8 sequence, so decoding the
+    # joined lines replaces exactly what decoding each line would.
     text = b"\n".join(lines).decode("utf-8", "replace")
     if "\r" not in text:
-        pairs = [line.partition("=") for line in text.split("\n")]
-        attributes = {name: value for name, _, value in pairs}
-        if len(attributes) == len(pairs) and "" not in attributes and all(
-            equals for _, equals, _ in pairs
-        ):
+        attributes = _well_formed(text)
+        if attributes is not None:
             return Request(attributes)
     return _parse_lines(lines)
+
+
+def _well_formed(text: str) -> dict[str, str] | None:
+    """The attributes of a request's text (lines without CR), or None if any line is malformed.
+
+    Built with map() over C methods, no Python code per line: every line has
+    its first `=` after at least one character, and no name comes twice.
+    """
+    lines = text.split("\n")
+    count = len(lines)
+    equals = ["="] * count
+    if min(map(str.find, lines, equals)) < 1:
+        return None
+    attributes = dict(map(str.split, lines, equals, [1] * count))
+    return attributes if len(attributes) == count else None
 
 
 def _parse_lines(lines: list[bytes]) -> Request:
