@@ -17,6 +17,7 @@ from product import (
     CONFIG,
     AddressPool,
     authorizations,
+    reader_caught_up,
     wait_active,
     wait_authorized,
     write_config,
@@ -71,6 +72,21 @@ def test_reader_killed_right_after_a_login_still_counts_it(
     assert wait_authorized(product_host, client) == "bob"
     wait_active(product_host, READER)
     assert restarts(product_host) == before + 1
+
+
+def test_restarting_the_reader_brings_back_no_revoked_authorization(
+    product_host: Container, addresses: AddressPool
+) -> None:
+    """The reader resumes after its saved cursor: it does not replay old logins."""
+    client = addresses.v4()
+    assert pop3_login(product_host, client, "alice", USERS["alice"])["ok"]
+    wait_authorized(product_host, client)
+    product_host.run(["pbs-activated", "revoke", client])
+    product_host.systemctl("restart", READER)
+    wait_active(product_host, READER)
+    reader_caught_up(product_host, addresses.v4())
+    assert client not in authorizations(product_host)
+    assert len(product_host.journal("PBS_EVENT=login", f"PBS_CLIENT_ADDRESS={client}")) == 1
 
 
 @pytest.fixture
