@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import debian_environment, project_version, run
+from debpackage import debian_environment, project_version, run
 from support import REPO
 
 UNITS = ("pbs-policy.socket", "pbs-policy@.service", "pbs-journal.service")

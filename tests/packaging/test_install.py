@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import project_version
+from debpackage import project_version
 
 pytestmark = pytest.mark.system
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run
+from debpackage import run
 
 
 def test_lintian_reports_no_error_and_no_warning(deb: Path) -> None:

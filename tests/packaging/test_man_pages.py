@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import run
+from debpackage import run
 from support import PYTHON, REPO
 
 PAGES = ("docs/pbs-activated.8", "docs/pbs-activated.toml.5")

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run
+from debpackage import run
 from support import PYTHON, REPO
 
 MAXIMUM_EXPOSURE = 2.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import project_version, run
+from debpackage import project_version, run
 from support import REPO
 
 
