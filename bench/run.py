@@ -253,16 +253,25 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
     our_storm = storms(ours, OUR_ANSWER, 64, rounds)
 
     progress(f"steady throughput, {rounds} rounds taking turns with the seed")
+    ceiling = bench.activated(
+        "ceiling", [PYTHON, "-I", "-S", str(BENCH / "floor_lookup.py"), str(bench.redis.port)],
+        PBS_ACTIVATED_JOURNAL_SOCKET=str(bench.sink.path),
+    )
     rates = {}
     for shape in ((16, 500), (1, 3000)):
-        our_rates, seed_rates = [], []
+        our_rates, seed_rates, ceiling_rates = [], [], []
         for _ in range(rounds):
             our_rates.append(steady(ours.path, OUR_ANSWER, *shape))
             ours.wait_idle()
             seed_rates.append(steady(seed.path, SEED_ANSWER, *shape))
+            ceiling_rates.append(steady(ceiling.path, OUR_ANSWER, *shape))
+            ceiling.wait_idle()
         floor_rate = steady(floor.path, FLOOR_ANSWER, *shape)
         floor.wait_idle()
-        rates[shape] = (statistics.median(seed_rates), statistics.median(our_rates), floor_rate)
+        rates[shape] = (
+            statistics.median(seed_rates), statistics.median(our_rates), floor_rate,
+            statistics.median(ceiling_rates),
+        )
 
     progress("resident memory of 8 handlers each holding a connection")
     floor_rss = handler_rss_kib(floor, FLOOR_ANSWER, 8)
@@ -288,6 +297,9 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         "the seed's node.js server for throughput. For orientation:",
         f"  seed, connect -> first answer (a resident server), median ms: {seed_first:.2f}",
         f"  floor, steady req/s: 16x500 {rates[16, 500][2]:.0f}, 1x3000 {rates[1, 3000][2]:.0f}",
+        "  ceiling of one process per connection (bench/floor_lookup.py: GET + audit datagram,",
+        f"    no parsing), vs seed: 16x500 {rates[16, 500][3] / rates[16, 500][0]:.2f}x, "
+        f"1x3000 {rates[1, 3000][3] / rates[1, 3000][0]:.2f}x",
         f"  seed's node process RSS after the run: {seed_rss / 1024:.1f} MiB",
         f"  our handler's imports (-X importtime, top level summed): {handler_import_ms():.1f} ms",
     ]
@@ -330,12 +342,18 @@ def resident(bench: Bench, connections: int, rounds: int) -> list[str]:
     first connection of all starts it); memory is the one process's, holding
     16 connections, against 16 floors.
     """
-    progress("Accept=no evaluation (bench/resident.py)")
+    lines = []
+    for batch in ("", "--batch"):
+        lines += resident_figures(bench, connections, rounds, batch)
+    return lines
+
+
+def resident_figures(bench: Bench, connections: int, rounds: int, batch: str) -> list[str]:
+    progress(f"Accept=no evaluation (bench/resident.py {batch})")
     assert bench.seed is not None
     floor = bench.services[0]
-    service = bench.ours(
-        "resident", [PYTHON, "-I", "-S", str(BENCH / "resident.py"), str(REPO)], accept=False
-    )
+    command = [PYTHON, "-I", "-S", str(BENCH / "resident.py"), str(REPO)] + [batch] * bool(batch)
+    service = bench.ours(f"resident{batch}", command, accept=False)
     first_answer_times(service.path, OUR_ANSWER, 1)  # starts it
     first = median_ms(first_answer_times(service.path, OUR_ANSWER, connections))
     floor_first = first_answers([(floor, FLOOR_ANSWER)], connections)[0]
@@ -363,7 +381,7 @@ def resident(bench: Bench, connections: int, rounds: int) -> list[str]:
     ]
     return [
         "",
-        "Accept=no evaluation: bench/resident.py, the same code in one process for all",
+        f"Accept=no evaluation: bench/resident.py {batch}, the same code, one process for all",
         "-" * 86,
         *(figure.row() for figure in figures),
     ]
