@@ -17,6 +17,7 @@ from product import (
     CONFIG,
     AddressPool,
     authorizations,
+    decisions,
     reader_caught_up,
     wait_active,
     wait_authorized,
@@ -106,9 +107,13 @@ def test_redis_outage_defers_relaying_keeps_local_mail_and_loses_no_login(
     wait_authorized(product_host, authorized)
     product_host.systemctl("stop", "redis-server.service")
 
+    cursor = product_host.journal_cursor()
     [relay, local] = smtp_try(product_host, authorized, [REMOTE, LOCAL])
     assert relay[0] == 450 and relay[1].startswith("4.7.1 "), relay
     assert local[0] == 250, local
+    [deferred, _] = decisions(product_host, authorized, cursor, count=2)
+    assert deferred["PBS_ACTION"] == "DEFER_IF_REJECT", deferred
+    assert deferred["PBS_RECIPIENT"] == REMOTE
     assert pop3_login(product_host, during_outage, "bob", USERS["bob"])["ok"]
     time.sleep(1)  # the reader meets the outage and starts retrying
 
