@@ -88,14 +88,16 @@ def stop_process(process: subprocess.Popen[bytes], group: bool = True) -> None:
 
 
 class Redis:
-    """A private redis-server on 127.0.0.1, no persistence."""
+    """A private redis-server on 127.0.0.1 and a unix socket, no persistence."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.port = free_port()
+        self.socket_path = directory / "redis.sock"
         self.process = subprocess.Popen(
             [
                 "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
                 "--save", "", "--appendonly", "no", "--dir", str(directory),
                 "--logfile", str(directory / "redis.log"), "--maxclients", "10000",
             ],
@@ -107,6 +109,10 @@ class Redis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket_path}"
 
     def command(self, *arguments: str) -> str:
         """Run one command through redis-cli and return its output."""
