@@ -197,3 +197,13 @@ def test_installing_postfix_later_does_not_start_a_disabled_socket(fresh: object
     shell(fresh, "systemctl disable pbs-policy.socket")
     shell(fresh, f"dpkg -i {STAND_IN}")
     assert shell(fresh, "systemctl is-active pbs-policy.socket") != "active"
+
+
+def test_the_shipped_defaults_reach_debians_redis_server(installed: object) -> None:
+    """As installed, with the conffile untouched, the commands talk to the local Redis."""
+    assert shell(installed, "pbs-activated check 192.0.2.77") == "DUNNO"
+    shell(installed, "pbs-activated grant 192.0.2.77 --user alice --lifetime 60")
+    try:
+        assert shell(installed, "pbs-activated check 192.0.2.77") == "OK"
+    finally:
+        shell(installed, "pbs-activated revoke 192.0.2.77")
