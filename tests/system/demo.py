@@ -11,6 +11,7 @@ container and its real output printed; the container is deleted at the end.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 import time
@@ -196,9 +197,12 @@ def main() -> int:
             audit(ct)
             heading("7. Clean up")
             say("Powering the container off and deleting its files.")
-    except (ContainerError, TimeoutError) as error:
-        print(f"demo failed: {error}", file=sys.stderr)
+    except (ContainerError, TimeoutError, RuntimeError, subprocess.CalledProcessError) as error:
+        print(f"demo failed (the container is removed): {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; the container is removed", file=sys.stderr)
+        return 130
     say(
         """Done. Next: `make test` runs every test, including this scenario and the
         attacks on it in a booted Debian. README.md shows the setup on a real server."""
