@@ -278,6 +278,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=400, help="latency samples per side")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     arguments = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="pbs-jbench-") as name:
         directory = Path(name)
         (directory / "redis").mkdir()
@@ -291,8 +292,11 @@ def main() -> int:
             audit.stop()
             redis.stop()
     report(rates, delays)
+    load = {"load_before": load_before, "load_after": os.getloadavg()[0], "cpus": os.cpu_count()}
+    print(f"(load average {load['load_before']:.1f} before, {load['load_after']:.1f} after, "
+          f"{load['cpus']} CPUs: other work on the machine slows both sides of each ratio)")
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps({**rates, **delays}, indent=2) + "\n")
+        Path(arguments.json).write_text(json.dumps({**rates, **delays, **load}, indent=2) + "\n")
     return 0
 
 
