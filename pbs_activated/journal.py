@@ -222,6 +222,7 @@ class LoginReader:
         self._unsaved = 0
         """Entries handled since the last save; the journal is positioned on the last one."""
         self._client: Any = None
+        self._save_failing = False
 
     def run(self) -> int:
         """Position, reach Redis, say READY, then follow the journal for ever."""
@@ -269,12 +270,25 @@ class LoginReader:
             self.save_cursor()
 
     def save_cursor(self) -> None:
-        """Persist the position; every login up to it has been acknowledged by Redis."""
+        """Persist the position; every login up to it has been acknowledged by Redis.
+
+        A state directory that refuses the write costs only a longer replay after
+        a restart (one lifetime instead of a few entries), so it is reported once
+        and the reader carries on authorizing.
+        """
         if self._unsaved:
             self.position = self.source.cursor()
             self._unsaved = 0
-        if self.position:
+        if not self.position:
+            return
+        try:
             self.cursor_file.save(self.position)
+        except OSError as error:
+            if not self._save_failing:
+                _log(f"cannot save the cursor in {self.cursor_file.path}: {error.strerror}")
+            self._save_failing = True
+        else:
+            self._save_failing = False
 
     def handle(self, message: str) -> None:
         """Authorize the current entry's login if it is one we trust; return once Redis agreed."""

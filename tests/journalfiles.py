@@ -237,8 +237,9 @@ class ReaderProcess:
         self.notify = NotifySink(self.notify_path)
         environment = dict(
             os.environ, PYTHONPATH=str(REPO), STATE_DIRECTORY=str(self.state),
-            NOTIFY_SOCKET=str(self.notify_path), **self.extra_environment,
+            NOTIFY_SOCKET=str(self.notify_path),
         )
+        environment.update(self.extra_environment)
         if self.audit_socket is not None:
             environment["PBS_ACTIVATED_JOURNAL_SOCKET"] = str(self.audit_socket)
         with self.log.open("ab") as log:

@@ -419,3 +419,23 @@ def test_reader_keeps_following_after_rotation_and_vacuum(
     wait_for_key(redis_server, "192.0.2.98", timeout=5)
     writer.close()
     assert "no longer in the journal" not in reader.output()
+
+
+def test_an_unusable_state_directory_is_reported_and_logins_still_count(
+    tmp_path: Path, redis_server: RedisServer, journal_dir: Path
+) -> None:
+    config = write_config(tmp_path / "pbs.toml", f'[redis]\nurl = "{redis_server.url}"\n')
+    process = ReaderProcess(tmp_path, config, journal_dir, environment={
+        "STATE_DIRECTORY": str(tmp_path / "missing")})
+    write_journal(journal_dir / "system.journal", [dovecot_login("192.0.2.99")])
+    try:
+        process.start()
+        wait_for_key(redis_server, "192.0.2.99")
+        process.wait_status("Following the journal:")
+        writer = JournalWriter(journal_dir / "system.journal")
+        writer.append(dovecot_login("192.0.2.100"))
+        wait_for_key(redis_server, "192.0.2.100")
+        writer.close()
+    finally:
+        process.stop()
+    assert process.output().count("cannot save the cursor") == 1
