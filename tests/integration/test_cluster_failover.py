@@ -11,6 +11,7 @@ Sentinels. The master gets SIGKILL while logins stream in.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from activation import PolicyService
 from cluster import Cluster
+from journalfiles import JournalWriter, ReaderProcess, dovecot_login
 from support import PYTHON, AuditSink, write_config
 
 from pbs_activated import store
@@ -304,3 +306,69 @@ def test_each_handler_defers_only_while_its_own_servers_are_unreachable(
     assert fresh.ask(client_address=ADDRESS) == "OK"
     for client in (fresh, on_replica, through_sentinels):
         client.close()
+
+
+def test_the_journal_reader_loses_no_login_when_the_master_dies(
+    cluster: Cluster, hosts: Hosts, tmp_path: Path
+) -> None:
+    """The same failover under the real reader (`pbs-activated journal`), following a
+    journal that Dovecot's unit writes logins into as the master dies."""
+    journal = tmp_path / "journal"
+    writer = JournalWriter(journal / "dovecot.journal")
+    sink = AuditSink(tmp_path / "reader-audit.sock")
+    (tmp_path / "reader").mkdir()
+    reader = ReaderProcess(tmp_path / "reader", hosts.pop_config, journal, sink.path)
+    logged_in: list[str] = []
+    stop = threading.Event()
+
+    def log_in() -> None:
+        """Dovecot's unit logging a POP3 login every WRITE_INTERVAL, until told to stop."""
+        while not stop.is_set():
+            address = f"198.18.{len(logged_in) // 250}.{len(logged_in) % 250 + 1}"
+            writer.append(dovecot_login(address, user=f"user{len(logged_in)}"))
+            logged_in.append(address)
+            time.sleep(WRITE_INTERVAL)
+
+    dovecot = threading.Thread(target=log_in, daemon=True)
+    old_master = cluster.master()
+    try:
+        reader.start()
+        dovecot.start()
+        time.sleep(KILL_AFTER)
+        written_before_kill = len(old_master.stored_keys())
+        old_master.kill()
+        killed_at = time.monotonic()
+        cluster.wait_for_new_master(old_master)
+        time.sleep(AFTER_FAILOVER)
+        stop.set()
+        dovecot.join(timeout=10)
+        new_master = cluster.master()
+        expected = {store.client_key(address) for address in logged_in}
+        deadline = time.monotonic() + 30
+        while expected - new_master.stored_keys():
+            assert time.monotonic() < deadline, reader.output()
+            time.sleep(0.1)
+        caught_up = time.monotonic() - killed_at
+        cluster.wait_for_replicas_in_sync()
+        audited = [e for e in sink.collect(timeout=0.5) if e.get("PBS_EVENT") == "login"]
+        assert reader.notify is not None
+        statuses = [m.get("STATUS", "") for m in reader.notify.messages]
+    finally:
+        stop.set()
+        reader.stop()
+        writer.close()
+        sink.close()
+
+    survivors = [server for server in cluster.servers if server.running]
+    lost = {server.name: len(expected - server.stored_keys()) for server in survivors}
+    print("\njournal reader failover figures:")
+    print(
+        f"  logins in the journal: {len(logged_in)}, written before the kill: {written_before_kill}"
+    )
+    print(f"  reader: {' / '.join(re.findall(r'Redis is back after [0-9.]+ s', reader.output()))}")
+    print(f"  kill to every login on the new master (s): {caught_up:.3f}")
+    print(f"  logins lost per server: {lost}")
+    print(f"  login audit entries: {len(audited)}")
+    assert all(count == 0 for count in lost.values()), lost
+    assert "Redis is back after" in reader.output(), "\n".join(statuses)
+    assert sorted(e["PBS_CLIENT_ADDRESS"] for e in audited) == sorted(logged_in)
