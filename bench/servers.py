@@ -137,11 +137,19 @@ class AuditSink:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.unusual = path.with_name("unusual-entries.txt")
         self.process = subprocess.Popen(
-            [PYTHON, str(BENCH / "audit_sink.py"), str(path)],
+            [PYTHON, str(BENCH / "audit_sink.py"), str(path), str(self.unusual)],
             stdout=subprocess.PIPE, start_new_session=True,
         )
         wait_for(path.exists, "audit sink", self.process)
+
+    def unusual_entries(self) -> list[str]:
+        """MESSAGE lines of the entries that were not an OK or DUNNO decision."""
+        try:
+            return self.unusual.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
 
     def stop(self) -> int:
         """Stop the sink; return how many entries it received."""

@@ -98,8 +98,14 @@ def main() -> int:
             outcome = soak(ours, options.connections, options.seconds)
         finally:
             entries = bench.stop()
+            unusual = bench.sink.unusual_entries()
     tally, samples, left = outcome
-    return report(tally, samples, left, entries)
+    status = report(tally, samples, left, entries)
+    if unusual:
+        print(f"\n{len(unusual)} audit entries other than OK or DUNNO decisions, e.g.:")
+        for message in sorted(set(unusual))[:10]:
+            print(f"     {message}")
+    return status
 
 
 def soak(service, connections: int, seconds: float):  # type: ignore[no-untyped-def]
