@@ -311,13 +311,23 @@ class LoginReader:
         login_us = self.source.realtime_us()
         expires_ms = login_us // 1000 + self.lifetime_ms
 
+        attempts = 0
+
         def authorize(client: Any) -> bool | None:
+            nonlocal attempts
+            attempts += 1
             # Checked on every retry: a login that expires while Redis is down needs no key.
             if store.now_ms() >= expires_ms:
                 return None
             return store.authorize(client, address, login.user, expires_ms)
 
         granted = self._until_acknowledged(authorize, f"authorizing {address}")
+        if granted is False and attempts > 1:
+            # An attempt that raised may still have been applied (the master died
+            # before it replied, or a replica had not confirmed it yet), so "already
+            # authorized" may be this very login: audit it as granted. A duplicate
+            # audit line after an outage beats a grant that no line records.
+            granted = True
         if granted is None:
             self.counts.expired += 1
         elif not granted:
