@@ -79,7 +79,7 @@ class JournalSource:
         """
         try:
             self._reader.seek_cursor(cursor)
-        except ValueError:  # not a cursor at all: a damaged state file
+        except (ValueError, OSError):  # not a cursor at all: a damaged state file
             return False
         return bool(self._reader._next()) and bool(self._reader.test_cursor(cursor))
 
