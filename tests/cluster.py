@@ -36,6 +36,14 @@ outlast: there it is a minute.
 """
 
 
+SLOW_MACHINE_WAIT = 60.0
+"""Seconds to wait for a process to start or the cluster to settle before failing.
+
+Everything here takes well under a second on an idle machine; the margin is
+for a CI host busy with other tests, and costs a passing run nothing.
+"""
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
@@ -416,7 +424,7 @@ class Cluster:
                 and state["num-other-sentinels"] == others,
                 f"{sentinel.name} did not discover the cluster",
                 sentinel.log,
-                timeout=20,
+                timeout=SLOW_MACHINE_WAIT,
             )
 
     def stop(self) -> None:
@@ -460,7 +468,7 @@ class Cluster:
         )
         return self.master(), time.monotonic() - started
 
-    def wait_for_replicas_in_sync(self, timeout: float = 20) -> None:
+    def wait_for_replicas_in_sync(self, timeout: float = SLOW_MACHINE_WAIT) -> None:
         """Wait until every running replica follows the master and has all its writes."""
         master = self.master()
         replicas = [s for s in self.servers if s.running and s is not master]
@@ -542,7 +550,9 @@ class LinkProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-def _wait_until(condition, message: str, log=lambda: "", timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(
+    condition, message: str, log=lambda: "", timeout: float = SLOW_MACHINE_WAIT
+) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
