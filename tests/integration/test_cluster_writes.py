@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cluster import Cluster
-from support import RedisServer
+from support import RedisServer, run_cli, write_config
 
 from pbs_activated import defaults, store
 from pbs_activated.config import RedisSettings, parse_redis_url
@@ -146,3 +146,18 @@ def test_a_resent_login_still_returns_false_when_it_already_lasts_longer(
     assert store.authorize(client, ADDRESS, "alice", expires - 1000) is False
     ttl_ms = cluster.master().client().pexpiretime(store.client_key(ADDRESS))
     assert ttl_ms == expires
+
+
+def test_the_admin_commands_go_to_the_master_through_the_sentinels(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    sentinels = ", ".join(f'"{address}"' for address in cluster.sentinel_addresses)
+    config = write_config(tmp_path / "admin.toml", f"[redis]\nsentinels = [{sentinels}]\n")
+    run_cli("grant", ADDRESS, "--user", "alice", config=config)
+    assert "alice" in [
+        server.client().get(store.client_key(ADDRESS)) for server in cluster.servers[1:]
+    ]
+    assert run_cli("check", ADDRESS, config=config).stdout.strip() == "OK"
+    assert run_cli("list", config=config).stdout.startswith(f"{ADDRESS}\talice\t")
+    run_cli("revoke", ADDRESS, config=config)
+    assert run_cli("check", ADDRESS, config=config).stdout.strip() == "DUNNO"
