@@ -147,3 +147,40 @@ def test_a_handler_without_tls_imports_neither_ssl_nor_socket(tmp_path: Path) ->
     )
     assert result.stdout.strip() == "[]"
     assert load(str(config)).redis.tls is False
+
+
+def test_the_handler_takes_password_and_tls_key_from_systemd_credentials(
+    server: Server, tls: Tls, tmp_path: Path
+) -> None:
+    """LoadCredential=redis-password:... and LoadCredential=redis-tls-key:...: the
+    config names only the certificate, no secret."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "redis-password").write_text(PASSWORD + "\n")
+    (credentials / "redis-tls-key").write_bytes(tls.client_key.read_bytes())
+    config = write_config(
+        tmp_path / "pbs-activated.toml",
+        f'[redis]\nurl = "rediss://127.0.0.1:{server.port}"\n'
+        f'tls_ca_file = "{tls.ca_file}"\ntls_cert_file = "{tls.client_cert}"\n',
+    )
+    sink = AuditSink(tmp_path / "journal.sock")
+    service = PolicyService(
+        tmp_path,
+        config,
+        sink.path,
+        command=[
+            "env",
+            f"CREDENTIALS_DIRECTORY={credentials}",
+            PYTHON,
+            "-m",
+            "pbs_activated",
+            "policy",
+        ],
+    )
+    try:
+        client = service.connect()
+        assert client.ask(client_address=ADDRESS) == "OK"
+        client.close()
+    finally:
+        service.stop()
+        sink.close()
