@@ -220,7 +220,7 @@ class Figure:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=200, help="fresh connections each")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each throughput figure")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of each throughput figure")
     parser.add_argument("--no-variants", action="store_true", help="skip the start-up variants")
     parser.add_argument(
         "--resident", action="store_true", help="also evaluate one process for all (Accept=no)"
