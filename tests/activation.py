@@ -44,10 +44,24 @@ class PolicyClient:
     def send(self, data: bytes) -> None:
         self.socket.sendall(data)
 
+    def send_until_closed(self, data: bytes) -> None:
+        """Send what the handler will refuse part-way: it may close before taking it all."""
+        try:
+            self.socket.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def reply(self) -> str | None:
-        """Read one reply; return its action, or None if the handler closed the connection."""
+        """Read one reply; return its action, or None if the handler closed the connection.
+
+        A handler that closes with our bytes still unread makes the kernel reset
+        the connection: that is a close too.
+        """
         while b"\n\n" not in self.buffer:
-            chunk = self.socket.recv(65536)
+            try:
+                chunk = self.socket.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
                 return None
             self.buffer += chunk

@@ -97,7 +97,7 @@ def test_an_oversized_line_closes_the_connection_without_an_answer(
     policy_service: PolicyService, audit_sink: AuditSink
 ) -> None:
     client = policy_service.connect()
-    client.send(b"request=smtpd_access_policy\nsender=" + b"x" * 10000 + b"\n\n")
+    client.send_until_closed(b"request=smtpd_access_policy\nsender=" + b"x" * 10000 + b"\n\n")
     assert client.reply() is None
     errors = [e for e in audit_sink.collect(until=1) if e.get("PBS_ERROR") == "limit"]
     assert errors and "longer than 4096" in errors[0]["MESSAGE"]
@@ -109,13 +109,13 @@ def test_an_oversized_request_closes_the_connection_without_an_answer(
 ) -> None:
     client = policy_service.connect()
     lines = b"".join(b"attribute%d=%s\n" % (n, b"v" * 1000) for n in range(80))
-    client.send(b"request=smtpd_access_policy\n" + lines + b"\n")
+    client.send_until_closed(b"request=smtpd_access_policy\n" + lines + b"\n")
     assert client.reply() is None
 
 
 def test_answers_before_an_oversized_request_are_still_given(policy_service: PolicyService) -> None:
     client = policy_service.connect()
-    client.send(encode_request() + b"sender=" + b"x" * 10000 + b"\n\n")
+    client.send_until_closed(encode_request() + b"sender=" + b"x" * 10000 + b"\n\n")
     assert client.reply() == "DUNNO"
     assert client.reply() is None
 
