@@ -109,10 +109,29 @@ print(count, time.perf_counter() - start)
 """
 
 
-def config_file(directory: Path, redis: Redis) -> Path:
-    path = directory / "pbs-activated.toml"
-    path.write_text(f'[redis]\nurl = "{redis.url}"\n')
+def config_file(directory: Path, redis: Redis, ignore_bench_network: bool = False) -> Path:
+    """The reader's config; optionally ignoring the logins' network, so nothing is written."""
+    path = directory / ("pbs-no-writes.toml" if ignore_bench_network else "pbs-activated.toml")
+    text = f'[redis]\nurl = "{redis.url}"\n'
+    if ignore_bench_network:
+        text += '[authorization]\nignore = ["198.18.0.0/15"]\n'
+    path.write_text(text)
     return path
+
+
+def catch_up(directory: Path, journal: Path, config: Path, audit: AuditSink) -> float:
+    """Run a reader with no cursor over `journal`; return READY -> caught up, in seconds."""
+    reader = Reader(directory, journal, config, audit.path)
+    try:
+        reader.notify.wait_for(lambda message: message.get("READY") == "1", 30)
+        ready = time.perf_counter()
+        reader.notify.wait_for(
+            lambda message: message.get("STATUS", "").startswith("Following the journal: "),
+            600,
+        )
+        return time.perf_counter() - ready
+    finally:
+        reader.stop()
 
 
 class Reader:
@@ -146,35 +165,28 @@ def throughput(directory: Path, redis: Redis, audit: AuditSink, entries: int,
     written = time.perf_counter() - started
     del records
     journal_file = journal / "system.journal"
-    baseline = [
-        timed(["journalctl", f"--file={journal_file}", "-o", "export"],
-              stdout=subprocess.DEVNULL)
-        for _ in range(rounds)
-    ]
-    loop = [
-        float(subprocess.run([PYTHON, "-c", PYTHON_LOOP, str(journal)], capture_output=True,
-                             text=True, check=True).stdout.split()[1])
-        for _ in range(rounds)
-    ]
     config = config_file(directory, redis)
-    ours = []
-    for _ in range(rounds):
+    no_writes = config_file(directory, redis, ignore_bench_network=True)
+    expected = (entries + logins_every - 1) // logins_every
+    baseline: list[float] = []
+    loop: list[float] = []
+    ours: list[float] = []
+    unwritten: list[float] = []
+    for _ in range(rounds):  # interleaved, so a change of load hits every side alike
+        baseline.append(timed(["journalctl", f"--file={journal_file}", "-o", "export"],
+                              stdout=subprocess.DEVNULL))
+        loop.append(float(subprocess.run(
+            [PYTHON, "-c", PYTHON_LOOP, str(journal)], capture_output=True, text=True,
+            check=True).stdout.split()[1]))
         redis.command("FLUSHALL")
-        reader = Reader(directory, journal, config, audit.path)
-        try:
-            reader.notify.wait_for(lambda message: message.get("READY") == "1", 30)
-            ready = time.perf_counter()
-            done = reader.notify.wait_for(
-                lambda message: message.get("STATUS", "").startswith("Following the journal: "),
-                600,
-            )
-            ours.append(time.perf_counter() - ready)
-        finally:
-            reader.stop()
+        ours.append(catch_up(directory, journal, config, audit))
         keys = int(redis.command("DBSIZE"))
-        expected = (entries + logins_every - 1) // logins_every
         if keys != expected:
-            raise RuntimeError(f"{keys} keys in Redis, {expected} expected: {done}")
+            raise RuntimeError(f"{keys} keys in Redis, {expected} expected")
+        redis.command("FLUSHALL")
+        unwritten.append(catch_up(directory, journal, no_writes, audit))
+        if int(redis.command("DBSIZE")):
+            raise RuntimeError("the reader wrote logins it was told to ignore")
     return {
         "entries": entries,
         "logins": (entries + logins_every - 1) // logins_every,
@@ -182,6 +194,7 @@ def throughput(directory: Path, redis: Redis, audit: AuditSink, entries: int,
         "journalctl_export_s": statistics.median(baseline),
         "python_systemd_loop_s": statistics.median(loop),
         "reader_s": statistics.median(ours),
+        "reader_no_writes_s": statistics.median(unwritten),
     }
 
 
@@ -274,7 +287,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--logins-every", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="throughput runs (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput runs (median)")
     parser.add_argument("--samples", type=int, default=400, help="latency samples per side")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     arguments = parser.parse_args()
@@ -303,7 +316,8 @@ def main() -> int:
 def report(rates: dict[str, float], delays: dict[str, float]) -> None:
     entries = rates["entries"]
     per_second = {name: entries / rates[name] for name in
-                  ("journalctl_export_s", "python_systemd_loop_s", "reader_s")}
+                  ("journalctl_export_s", "python_systemd_loop_s", "reader_s",
+                   "reader_no_writes_s")}
     print(f"catch-up: {entries:.0f} entries, {rates['logins']:.0f} logins "
           f"(file written by journal-remote in {rates['journal_remote_write_s']:.2f} s)")
     print(f"  journalctl -o export > /dev/null   {per_second['journalctl_export_s']:>10,.0f} "
@@ -314,6 +328,9 @@ def report(rates: dict[str, float], delays: dict[str, float]) -> None:
           f"({loop / baseline:.2f}x)")
     print(f"  pbs-activated journal              {per_second['reader_s']:>10,.0f} entries/s  "
           f"({per_second['reader_s'] / baseline:.2f}x baseline)")
+    unwritten = per_second["reader_no_writes_s"]
+    print(f"  (the same, logins ignored: no Redis {unwritten:>10,.0f} entries/s  "
+          f"({unwritten / baseline:.2f}x): the reader's own work)")
     print(f"latency journal -> Redis, {delays['samples_each']:.0f} single logins each:")
     print(f"  floor (wake, read, SET)   p50 {delays['floor_p50_ms']:.2f} ms  "
           f"p99 {delays['floor_p99_ms']:.2f} ms  (baseline)")
