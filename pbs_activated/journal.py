@@ -420,6 +420,13 @@ def main(config: Config) -> int:
     if not config.journal.units:
         print("pbs-activated: [journal] units is empty: no login could ever count", file=sys.stderr)
         return 2
+    if not config.journal.formats and not config.journal.pattern:
+        print(
+            "pbs-activated: [journal] formats is empty and there is no pattern: "
+            "no login could ever count",
+            file=sys.stderr,
+        )
+        return 2
     try:
         source = JournalSource(config.journal.units, config.journal.directory)
     except (OSError, ValueError) as error:  # python-systemd says ValueError for a bad path

@@ -439,3 +439,14 @@ def test_an_unusable_state_directory_is_reported_and_logins_still_count(
     finally:
         process.stop()
     assert process.output().count("cannot save the cursor") == 1
+
+
+def test_a_config_under_which_no_login_could_count_stops_the_reader(
+    tmp_path: Path, redis_server: RedisServer, journal_dir: Path
+) -> None:
+    for journal in ("units = []", "formats = []"):
+        config = write_config(tmp_path / "bad.toml", (
+            f'[redis]\nurl = "{redis_server.url}"\n[journal]\n{journal}\n'))
+        result = run_cli("journal", "--directory", str(journal_dir), config=config, check=False)
+        assert result.returncode == 2, journal
+        assert "no login could ever count" in result.stderr
