@@ -20,6 +20,10 @@ Postfix waits `smtpd_policy_service_timeout` (100 s) for us, but a relaying clie
 should hear a 4xx within 2 s when Redis is gone, so the whole budget stays under it.
 """
 
+REDIS_TIMEOUT_SLACK = 0.05
+"""Seconds by which one wait on Redis may overrun the deadline: the price of not
+re-arming the socket timeout (a system call) before every send and receive."""
+
 REDIS_PASSWORD_FILE = ""
 """A file holding the Redis password, so no secret sits in the world-readable config.
 

@@ -71,6 +71,8 @@ class Lookup:
         self._socket: _socket.socket | socket.socket | None = None
         self._buffer = b""
         self._deadline = 0.0
+        self._armed = 0.0
+        """The timeout last set on the socket: see _arm."""
         self._tls_context: ssl.SSLContext | None = None
 
     def user_for(self, address: str) -> str | None:
@@ -176,7 +178,7 @@ class Lookup:
         if self.settings.sentinel_password:
             commands.insert(0, ("AUTH", self.settings.sentinel_password))
         # One round trip: the sentinel answers in order, and an error reply stops us.
-        self._socket.settimeout(self._remaining())
+        self._arm()
         self._socket.sendall(b"".join(encode_command(command) for command in commands))
         replies = [self._reply() for _ in commands]
         self.close()
@@ -190,7 +192,8 @@ class Lookup:
 
         plain = socket.socket(fileno=sock.detach())
         try:
-            plain.settimeout(self._remaining())  # the TLS handshake runs within the deadline
+            self._armed = self._remaining()
+            plain.settimeout(self._armed)  # the TLS handshake runs within the deadline
             return self._tls().wrap_socket(plain, server_hostname=host)
         except BaseException:
             plain.close()
@@ -204,7 +207,8 @@ class Lookup:
     def _open(self, family: int, address: str | tuple[object, ...]) -> _socket.socket:
         sock = _socket.socket(family, _socket.SOCK_STREAM)
         try:
-            sock.settimeout(self._remaining())
+            self._armed = self._remaining()
+            sock.settimeout(self._armed)
             sock.connect(address)
         except BaseException:
             sock.close()
@@ -214,7 +218,10 @@ class Lookup:
     def _open_tcp(self, host: str, port: int) -> _socket.socket:
         """Connect to the first address of `host` that answers, as socket.create_connection does."""
         failure: Exception = StoreUnavailable(f"no address for {host}")
-        for family, _, _, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        # A host given as str makes getaddrinfo load the idna codec (re, unicodedata,
+        # stringprep: 6-8 ms per handler start); an ASCII name needs no IDNA.
+        name = host.encode("ascii") if host.isascii() else host
+        for family, _, _, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
             try:
                 sock = self._open(family, address)
             except OSError as error:
@@ -230,9 +237,22 @@ class Lookup:
             raise StoreUnavailable(f"no answer within {self.settings.timeout:g} s")
         return remaining
 
+    def _arm(self) -> None:
+        """Make the socket's next wait end at the deadline, give or take TIMEOUT_SLACK.
+
+        settimeout is a system call; on a kept connection the time left at each
+        send and receive differs from the armed timeout by microseconds, so it is
+        re-armed only when they differ by more than the slack.
+        """
+        assert self._socket is not None
+        remaining = self._remaining()
+        if abs(remaining - self._armed) > defaults.REDIS_TIMEOUT_SLACK:
+            self._socket.settimeout(remaining)
+            self._armed = remaining
+
     def _command(self, *arguments: str) -> bytes | int | list[object] | None:
         assert self._socket is not None
-        self._socket.settimeout(self._remaining())
+        self._arm()
         self._socket.sendall(encode_command(arguments))
         return self._reply()
 
@@ -270,7 +290,7 @@ class Lookup:
 
     def _fill(self) -> None:
         assert self._socket is not None
-        self._socket.settimeout(self._remaining())
+        self._arm()
         chunk = self._socket.recv(65536)
         if not chunk:
             raise StoreUnavailable("Redis closed the connection")
