@@ -60,7 +60,9 @@ def revoke(config: Config, address: str) -> int:
     """Withdraw an authorization; exit 1 if there was none."""
     if not store.revoke(store.connect(config.redis), address):
         return _fail(f"{address} was not authorized")
-    audit.send(audit.NOTICE, f"revoked {address} by hand", PBS_EVENT="revoke", PBS_CLIENT_ADDRESS=address)
+    audit.send(
+        audit.NOTICE, f"revoked {address} by hand", PBS_EVENT="revoke", PBS_CLIENT_ADDRESS=address
+    )
     return 0
 
 

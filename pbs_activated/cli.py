@@ -16,8 +16,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
-    from pbs_activated.config import Config
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
@@ -55,7 +53,8 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help=f"configuration file (default: ${defaults.CONFIG_ENVIRONMENT} or {defaults.CONFIG_PATH})",
+        help=f"configuration file (default: ${defaults.CONFIG_ENVIRONMENT}"
+        f" or {defaults.CONFIG_PATH})",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -67,7 +66,9 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     grant = commands.add_parser("grant", help="authorize an address by hand")
     grant.add_argument("address")
     grant.add_argument("--user", default="", help="who this is for (shown in list and audit)")
-    grant.add_argument("--lifetime", type=int, metavar="SECONDS", help="default: [authorization] lifetime")
+    grant.add_argument(
+        "--lifetime", type=int, metavar="SECONDS", help="default: [authorization] lifetime"
+    )
     revoke = commands.add_parser("revoke", help="withdraw an address's authorization")
     revoke.add_argument("address")
     commands.add_parser("list", help="show authorized addresses: address, user, seconds left")

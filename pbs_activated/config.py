@@ -20,9 +20,23 @@ class RedisSettings:
     """Where the Redis server is and how to log in, parsed from `[redis] url`."""
 
     __slots__ = (
-        "url", "unix_path", "host", "port", "tls", "username", "password", "db", "timeout",
-        "sentinels", "service", "sentinel_password", "min_replicas", "replication_timeout",
-        "tls_ca_file", "tls_cert_file", "tls_key_file",
+        "url",
+        "unix_path",
+        "host",
+        "port",
+        "tls",
+        "username",
+        "password",
+        "db",
+        "timeout",
+        "sentinels",
+        "service",
+        "sentinel_password",
+        "min_replicas",
+        "replication_timeout",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
     )
 
     def __init__(self) -> None:
@@ -59,7 +73,11 @@ class PolicySettings:
     """The handler's answers and limits."""
 
     __slots__ = (
-        "authorized", "unauthorized", "unavailable", "idle_timeout", "max_line_length",
+        "authorized",
+        "unauthorized",
+        "unavailable",
+        "idle_timeout",
+        "max_line_length",
         "max_request_size",
     )
 
@@ -354,8 +372,16 @@ def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
 
 
 REDIS_KEYS = (
-    "url", "timeout", "password_file", "sentinels", "service", "sentinel_password_file",
-    "min_replicas_acknowledged", "replication_timeout", "tls_ca_file", "tls_cert_file",
+    "url",
+    "timeout",
+    "password_file",
+    "sentinels",
+    "service",
+    "sentinel_password_file",
+    "min_replicas_acknowledged",
+    "replication_timeout",
+    "tls_ca_file",
+    "tls_cert_file",
     "tls_key_file",
 )
 
@@ -372,9 +398,7 @@ def apply_replication(redis: dict[str, object], settings: RedisSettings) -> None
             raise ConfigError('[redis] min_replicas_acknowledged must be "auto" or 0 to 100')
     # WAIT blocks the connection: the socket must not time out before Redis answers.
     if "replication_timeout" in redis:
-        settings.replication_timeout = _number(
-            redis, "replication_timeout", "redis", 0.01, 60.0
-        )
+        settings.replication_timeout = _number(redis, "replication_timeout", "redis", 0.01, 60.0)
         if settings.replication_timeout >= settings.timeout:
             raise ConfigError("[redis] replication_timeout must be shorter than timeout")
     else:
@@ -501,13 +525,17 @@ def _strings(table: dict[str, object], key: str, section: str) -> tuple[str, ...
 
 
 def _number(
-    table: dict[str, object], key: str, section: str, low: float, high: float,
+    table: dict[str, object],
+    key: str,
+    section: str,
+    low: float,
+    high: float,
     integer: bool = False,
 ) -> float:
     value = table[key]
-    allowed = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, allowed):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise ConfigError(f"[{section}] {key} must be a {'whole ' if integer else ''}number")
+    assert isinstance(value, int | float)  # for mypy: the test above is too dynamic for it
     if not low <= value <= high:
         raise ConfigError(f"[{section}] {key} must be between {low:g} and {high:g}")
     return float(value)

@@ -99,7 +99,9 @@ def serve(
 
 
 def answer(
-    output_fd: int, requests: list[Request], policy: PolicySettings,
+    output_fd: int,
+    requests: list[Request],
+    policy: PolicySettings,
     lookup: Lookup | BrokenConfigLookup,
 ) -> bool:
     """Decide, reply to and record each request; False if Postfix has gone away.
@@ -112,7 +114,7 @@ def answer(
         write_all(output_fd, b"".join(format_reply(d.action) for d in decisions))
     except BrokenPipeError:
         return False
-    for request, decision in zip(requests, decisions):
+    for request, decision in zip(requests, decisions, strict=True):
         record(request, decision)
     return True
 

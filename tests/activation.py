@@ -4,6 +4,7 @@ logic as a socket unit with Accept=yes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -46,10 +47,8 @@ class PolicyClient:
 
     def send_until_closed(self, data: bytes) -> None:
         """Send what the handler will refuse part-way: it may close before taking it all."""
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.socket.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def reply(self) -> str | None:
         """Read one reply; return its action, or None if the handler closed the connection.
