@@ -23,10 +23,12 @@ PYTHON = "/usr/bin/python3"
 class RedisServer:
     """A private redis-server listening on a unix socket (and optionally a loopback port)."""
 
-    def __init__(self, directory: Path, port: int = 0) -> None:
+    def __init__(self, directory: Path, port: int = 0, durable: bool = False) -> None:
         self.directory = directory
         self.socket_path = directory / "redis.sock"
         self.port = port
+        self.durable = durable
+        """Keep an fsync'ed append-only file, so that a kill loses nothing on Redis's side."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,8 +50,7 @@ class RedisServer:
                 "700",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else []),
                 "--dir",
                 str(self.directory),
                 "--logfile",

@@ -5,7 +5,6 @@ its window must end up in Redis, and the test counts them."""
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,36 +18,16 @@ STREAM = 300
 """Logins per stream: enough that faults land mid-stream, few enough for a quick test."""
 
 
-class DurableRedis(RedisServer):
-    """The test's redis-server with an fsync'ed append-only file, so a kill loses nothing.
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """The test's redis-server with an fsync'ed append-only file.
 
     Without persistence a restarted Redis is empty and the test could not tell a
     login the reader lost from one Redis forgot.
     """
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", str(self.socket_path),
-             "--unixsocketperm", "700", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.directory),
-             "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except Exception:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-
-@pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
     directory = tmp_path / "redis"
     directory.mkdir()
-    server = DurableRedis(directory)
+    server = RedisServer(directory, durable=True)
     server.start()
     yield server
     server.stop()
@@ -56,7 +35,7 @@ def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
 
 @pytest.fixture
 def reader(
-    tmp_path: Path, durable_redis: DurableRedis, audit_sink: AuditSink
+    tmp_path: Path, durable_redis: RedisServer, audit_sink: AuditSink
 ) -> Iterator[ReaderProcess]:
     config = write_config(tmp_path / "pbs.toml", f'[redis]\nurl = "{durable_redis.url}"\n')
     process = ReaderProcess(tmp_path, config, tmp_path / "journal", audit_sink.path)
@@ -102,7 +81,7 @@ def start_following(reader: ReaderProcess) -> JournalWriter:
 
 
 def test_logins_while_redis_is_down_are_kept_and_written_when_it_returns(
-    reader: ReaderProcess, durable_redis: DurableRedis
+    reader: ReaderProcess, durable_redis: RedisServer
 ) -> None:
     writer = start_following(reader)
     cursor = reader.cursor
@@ -120,7 +99,7 @@ def test_logins_while_redis_is_down_are_kept_and_written_when_it_returns(
 
 
 def test_redis_killed_and_restarted_during_a_stream_loses_no_login(
-    reader: ReaderProcess, durable_redis: DurableRedis
+    reader: ReaderProcess, durable_redis: RedisServer
 ) -> None:
     writer = start_following(reader)
     addresses = stream_addresses(STREAM)
@@ -137,7 +116,7 @@ def test_redis_killed_and_restarted_during_a_stream_loses_no_login(
 
 
 def test_reader_killed_with_sigkill_during_a_stream_loses_no_login(
-    reader: ReaderProcess, durable_redis: DurableRedis
+    reader: ReaderProcess, durable_redis: RedisServer
 ) -> None:
     writer = start_following(reader)
     addresses = stream_addresses(STREAM)
@@ -154,7 +133,7 @@ def test_reader_killed_with_sigkill_during_a_stream_loses_no_login(
 
 
 def test_ready_waits_until_redis_answers_and_says_why_meanwhile(
-    reader: ReaderProcess, durable_redis: DurableRedis
+    reader: ReaderProcess, durable_redis: RedisServer
 ) -> None:
     write_journal(reader.directory / "system.journal", [dovecot_login("192.0.2.2")])
     durable_redis.stop()
