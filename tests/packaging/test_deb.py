@@ -176,6 +176,7 @@ def test_the_reader_is_restarted_after_an_upgrade(control: Path) -> None:
 def test_purge_removes_the_readers_state(control: Path) -> None:
     postrm = (control / "postrm").read_text()
     assert "rm -rf /var/lib/private/pbs-activated /var/lib/pbs-activated" in postrm
+    assert "rm -rf /var/cache/private/pbs-policy /var/cache/pbs-policy" in postrm
     assert "deb-systemd-helper purge 'pbs-journal.service'" in postrm
     assert "deb-systemd-helper purge 'pbs-policy.socket'" in postrm
 

@@ -22,7 +22,18 @@ pytestmark = pytest.mark.system
 PACKAGE = "/root/pbs-activated.deb"
 UPGRADE = "/root/pbs-activated-upgrade.deb"
 STAND_IN = "/root/postfix-stand-in.deb"
-STATE = ("/var/lib/private/pbs-activated", "/var/lib/pbs-activated")
+STATE = (
+    "/var/lib/private/pbs-activated",
+    "/var/lib/pbs-activated",
+    "/var/cache/private/pbs-policy",
+    "/var/cache/pbs-policy",
+)
+ASK_THE_POLICY_SOCKET = (
+    'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
+    " s.connect('/var/spool/postfix/private/pbs-policy');"
+    " s.sendall(b'request=smtpd_access_policy\\nprotocol_state=RCPT\\n"
+    "client_address=192.0.2.1\\n\\n'); print(s.recv(200).decode().strip())\""
+)
 
 
 def skip_reason() -> str | None:
@@ -167,7 +178,14 @@ def test_remove_stops_the_services_and_keeps_configuration_and_state(fresh: obje
     assert shell(fresh, "test -d /var/lib/private/pbs-activated && echo yes") == "yes"
 
 
+def test_the_policy_socket_answers_postfix_requests(installed: object) -> None:
+    assert shell(installed, ASK_THE_POLICY_SOCKET) == "action=DUNNO"
+
+
 def test_purge_removes_configuration_state_and_enablement(fresh: object) -> None:
+    assert shell(fresh, ASK_THE_POLICY_SOCKET) == "action=DUNNO"  # a handler ran: its cache
+    for path in STATE:
+        assert shell(fresh, f"test -e {path} && echo there") == "there", path
     shell(fresh, "apt-get purge -y pbs-activated")
     for path in ("/etc/pbs-activated", *STATE):
         assert shell(fresh, f"test -e {path} || test -L {path} || echo gone") == "gone", path
