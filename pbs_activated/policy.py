@@ -12,6 +12,7 @@ shell (`printf 'request=...' | pbs-activated policy`).
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
 
@@ -19,7 +20,7 @@ from pbs_activated import audit
 from pbs_activated.config import Config, ConfigError, load
 from pbs_activated.decision import decide
 from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
-from pbs_activated.store import Lookup, StoreUnavailable
+from pbs_activated.store import Lookup, StoreUnavailable, set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -69,15 +70,18 @@ def serve(
     """Answer requests until EOF (0), idle timeout (0) or a protocol violation (1)."""
     policy = config.policy
     parser = RequestParser(policy.max_line_length, policy.max_request_size)
-    poller = select.poll()
-    poller.register(input_fd, select.POLLIN)
+    poller = None if _time_reads_in_kernel(input_fd, policy.idle_timeout) else select.poll()
+    if poller is not None:
+        poller.register(input_fd, select.POLLIN)
     idle_ms = int(policy.idle_timeout * 1000)
     while True:
-        if not poller.poll(idle_ms):
+        try:
+            if poller is not None and not poller.poll(idle_ms):
+                raise BlockingIOError
+            chunk = os.read(input_fd, READ_SIZE)
+        except BlockingIOError:  # idle: poll() or the socket's SO_RCVTIMEO ran out
             audit.send(audit.INFO, f"idle for {policy.idle_timeout:g} s, closing")
             return 0
-        try:
-            chunk = os.read(input_fd, READ_SIZE)
         except ConnectionResetError:
             chunk = b""
         if not chunk:
@@ -98,6 +102,28 @@ def serve(
             return 1
 
 
+def _time_reads_in_kernel(fd: int, seconds: float) -> bool:
+    """Give a blocking socket on `fd` an SO_RCVTIMEO of `seconds`; False for anything else.
+
+    Then each read waits for the next request (or the idle timeout) by itself,
+    and the handler saves a poll() per request. A pipe, or a socket someone made
+    non-blocking, is polled instead.
+    """
+    try:
+        if not os.get_blocking(fd):
+            return False
+        sock = _socket.socket(fileno=fd)
+    except OSError:  # not a socket
+        return False
+    try:
+        set_kernel_timeouts(sock, seconds, _socket.SO_RCVTIMEO)
+    except OSError:
+        return False
+    finally:
+        sock.detach()  # fd stays open: it is the connection
+    return True
+
+
 def answer(
     output_fd: int,
     requests: list[Request],
@@ -111,7 +137,7 @@ def answer(
     """
     decisions = [decide(request, policy, lookup.user_for) for request in requests]
     try:
-        write_all(output_fd, b"".join(format_reply(d.action) for d in decisions))
+        write_all(output_fd, b"".join([format_reply(d.action) for d in decisions]))
     except BrokenPipeError:
         return False
     for request, decision in zip(requests, decisions, strict=True):
@@ -121,7 +147,10 @@ def answer(
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte; a socket may take a large pipelined answer in pieces."""
-    view = memoryview(data)
+    written = os.write(fd, data)  # nearly always all of it
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]

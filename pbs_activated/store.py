@@ -16,6 +16,7 @@ get redis-py through `connect`, and every write waits until a replica has it
 from __future__ import annotations
 
 import _socket  # the C half of `socket`: the Python half imports enum and selectors (~5 ms)
+import sys
 import time
 
 from pbs_activated import defaults
@@ -50,6 +51,23 @@ def client_key(address: str) -> str:
 def address_of(key: str) -> str:
     """Return the client address a key stands for."""
     return key.removeprefix(defaults.KEY_PREFIX)
+
+
+def set_kernel_timeouts(sock: _socket.socket, seconds: float, *options: int) -> None:
+    """Bound a blocking socket's waits in the kernel (SO_RCVTIMEO, SO_SNDTIMEO).
+
+    A Python socket with a timeout calls poll() before every send and receive;
+    a blocking one with these options waits in the call itself, one system call
+    instead of two, and a wait that runs out raises BlockingIOError. The size of
+    the kernel's timeval (two longs) is read back rather than assumed.
+    """
+    size = len(sock.getsockopt(_socket.SOL_SOCKET, options[0], 16)) // 2
+    micros = int(seconds * 1_000_000) + 1  # zero would mean no timeout at all
+    timeval = (micros // 1_000_000).to_bytes(size, sys.byteorder) + (micros % 1_000_000).to_bytes(
+        size, sys.byteorder
+    )
+    for option in options:
+        sock.setsockopt(_socket.SOL_SOCKET, option, timeval)
 
 
 class Lookup:
@@ -101,12 +119,39 @@ class Lookup:
         self._buffer = b""
 
     def _get(self, key: str) -> str | None:
-        value = self._command("GET", key)
+        value = self._get_whole_reply(key) if not self._buffer else self._command("GET", key)
         if value is None:
             return None
         if not isinstance(value, bytes):
             raise StoreUnavailable(f"unexpected reply to GET: {value!r}")
         return value.decode("utf-8", "replace")
+
+    def _get_whole_reply(self, key: str) -> bytes | int | list[object] | None:
+        """_command("GET", key) for the reply that nearly always comes: one bulk string in one
+        piece, taken from the first receive without the general parser's calls per line.
+
+        The handler runs this once per request, and the general path's function
+        calls cost it a few microseconds each time. Anything else (an error, a
+        reply in pieces) goes to the general parser with what was received.
+        """
+        assert self._socket is not None
+        self._arm()
+        try:
+            self._socket.sendall(encode_command(("GET", key)))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError("timed out") from None
+        self._fill()
+        reply = self._buffer
+        end = reply.find(b"\r\n")
+        if reply[:1] == b"$" and end > 0 and reply.endswith(b"\r\n"):
+            length = int(reply[1:end])
+            if length < 0 and len(reply) == end + 2:
+                self._buffer = b""
+                return None
+            if len(reply) == end + length + 4:
+                self._buffer = b""
+                return reply[end + 2 : -2]
+        return self._reply()
 
     def _connect(self) -> None:
         settings = self.settings
@@ -179,7 +224,10 @@ class Lookup:
             commands.insert(0, ("AUTH", self.settings.sentinel_password))
         # One round trip: the sentinel answers in order, and an error reply stops us.
         self._arm()
-        self._socket.sendall(b"".join(encode_command(command) for command in commands))
+        try:
+            self._socket.sendall(b"".join(encode_command(command) for command in commands))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError("timed out") from None
         replies = [self._reply() for _ in commands]
         self.close()
         return sentinel_servers(replies[-2], replies[-1])
@@ -210,6 +258,9 @@ class Lookup:
             self._armed = self._remaining()
             sock.settimeout(self._armed)
             sock.connect(address)
+            if not self.settings.tls:
+                sock.settimeout(None)
+                set_kernel_timeouts(sock, self._armed, *_TIMEOUT_OPTIONS)
         except BaseException:
             sock.close()
             raise
@@ -247,13 +298,19 @@ class Lookup:
         assert self._socket is not None
         remaining = self._remaining()
         if abs(remaining - self._armed) > defaults.REDIS_TIMEOUT_SLACK:
-            self._socket.settimeout(remaining)
+            if self._socket.gettimeout() is None:  # a plain socket: see _open
+                set_kernel_timeouts(self._socket, remaining, *_TIMEOUT_OPTIONS)  # type: ignore[arg-type]
+            else:
+                self._socket.settimeout(remaining)
             self._armed = remaining
 
     def _command(self, *arguments: str) -> bytes | int | list[object] | None:
         assert self._socket is not None
         self._arm()
-        self._socket.sendall(encode_command(arguments))
+        try:
+            self._socket.sendall(encode_command(arguments))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError("timed out") from None
         return self._reply()
 
     def _reply(self) -> bytes | int | list[object] | None:
@@ -291,10 +348,16 @@ class Lookup:
     def _fill(self) -> None:
         assert self._socket is not None
         self._arm()
-        chunk = self._socket.recv(65536)
+        try:
+            chunk = self._socket.recv(65536)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise TimeoutError("timed out") from None
         if not chunk:
             raise StoreUnavailable("Redis closed the connection")
         self._buffer += chunk
+
+
+_TIMEOUT_OPTIONS = (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO)
 
 
 def sentinel_servers(master: object, replicas: object) -> list[tuple[str, int]]:
