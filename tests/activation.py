@@ -132,6 +132,12 @@ class PolicyService:
             time.sleep(0.02)
         return False
 
+    def __enter__(self) -> PolicyService:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         os.killpg(self.process.pid, 15)
         self.process.wait(timeout=10)

@@ -15,6 +15,5 @@ def policy_service(
     tmp_path: Path, config_file: Path, audit_sink: AuditSink
 ) -> Iterator[PolicyService]:
     """Listening policy socket whose handlers use the test's Redis and audit sink."""
-    service = PolicyService(tmp_path, config_file, audit_sink.path)
-    yield service
-    service.stop()
+    with PolicyService(tmp_path, config_file, audit_sink.path) as service:
+        yield service

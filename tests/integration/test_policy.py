@@ -191,28 +191,22 @@ def test_a_redis_that_never_answers_gets_defer_within_two_seconds(
     config = write_config(
         tmp_path / "c.toml", f'[redis]\nurl = "redis://127.0.0.1:{silent_redis}/0"\n'
     )
-    service = PolicyService(tmp_path, config, audit_sink.path)
-    try:
+    with PolicyService(tmp_path, config, audit_sink.path) as service:
         client = service.connect()
         started = time.monotonic()
         answer = client.ask()
         assert answer is not None and answer.startswith("DEFER_IF_REJECT ")
         assert time.monotonic() - started < 2
-    finally:
-        service.stop()
 
 
 def test_a_broken_config_answers_defer_and_says_why(tmp_path: Path, audit_sink: AuditSink) -> None:
     config = write_config(tmp_path / "c.toml", "[authorization]\nlifetime = 'soon'\n")
-    service = PolicyService(tmp_path, config, audit_sink.path)
-    try:
+    with PolicyService(tmp_path, config, audit_sink.path) as service:
         client = service.connect()
         assert (client.ask() or "").startswith("DEFER_IF_REJECT ")
         assert client.ask(protocol_state="CONNECT") == "DUNNO"
         entries = audit_sink.collect(until=3)
         assert any(e.get("PBS_ERROR") == "config" and "lifetime" in e["MESSAGE"] for e in entries)
-    finally:
-        service.stop()
 
 
 def test_the_handler_exits_when_postfix_closes(policy_service: PolicyService) -> None:
@@ -231,14 +225,11 @@ def test_the_handler_closes_an_idle_connection(
     config = write_config(
         tmp_path / "c.toml", f'[redis]\nurl = "{redis_server.url}"\n[policy]\nidle_timeout = 1\n'
     )
-    service = PolicyService(tmp_path, config, audit_sink.path)
-    try:
+    with PolicyService(tmp_path, config, audit_sink.path) as service:
         client = service.connect()
         assert client.ask() == "DUNNO"
         assert client.closed_by_peer(timeout=3)
         assert service.wait_for_no_handlers()
-    finally:
-        service.stop()
 
 
 def test_each_decision_is_one_audit_entry_with_its_fields(
