@@ -91,8 +91,10 @@ CURSOR_FILE = "cursor"
 """Name of the cursor file in the reader's StateDirectory."""
 
 RETRY_INITIAL = 0.1
-RETRY_MAXIMUM = 10.0
-"""Seconds between Redis retries of the reader: quick at first, then backing off."""
+RETRY_MAXIMUM = 2.0
+"""Seconds between Redis retries of the reader: quick at first, then backing off to
+a pause short enough that logins flow again within 2 s of Redis (or a promoted
+replica) answering; a retry every 2 s costs an unreachable Redis nothing."""
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 """journald's native protocol socket; the handler writes its audit entries there."""
