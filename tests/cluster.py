@@ -9,6 +9,7 @@ that a failover takes seconds, not the half minute of the defaults.
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -44,11 +45,30 @@ for a CI host busy with other tests, and costs a passing run nothing.
 """
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Drawn below the kernel's ephemeral range, which outgoing connections take
+    their ports from, so that no connection made between this probe and the
+    server's start can occupy it; and never the same port twice in one run, so
+    that two servers are never told the same one.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        ephemeral_low = int(ports.read().split()[0])
+    while True:
+        port = random.randrange(10000, ephemeral_low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 class Tls:
@@ -317,7 +337,14 @@ class Sentinel:
         self.process = subprocess.Popen(
             ["redis-sentinel", str(self.config)], stdout=subprocess.DEVNULL
         )
-        _wait_until(lambda: self.client().ping(), f"{self.name} did not start", self.log)
+        # Asked over TCP, so make sure it is this process that answers: another one
+        # on the same port would hide a sentinel that could not listen.
+        pid = self.process.pid
+        _wait_until(
+            lambda: int(self.client().info("server")["process_id"]) == pid,
+            f"{self.name} did not start",
+            self.log,
+        )
 
     def client(self):  # type: ignore[no-untyped-def]
         import redis
