@@ -135,11 +135,7 @@ class Lookup:
         reply in pieces) goes to the general parser with what was received.
         """
         assert self._socket is not None
-        self._arm()
-        try:
-            self._socket.sendall(encode_command(("GET", key)))
-        except BlockingIOError:  # SO_SNDTIMEO ran out
-            raise TimeoutError("timed out") from None
+        self._send(encode_command(("GET", key)))
         self._fill()
         reply = self._buffer
         end = reply.find(b"\r\n")
@@ -223,11 +219,7 @@ class Lookup:
         if self.settings.sentinel_password:
             commands.insert(0, ("AUTH", self.settings.sentinel_password))
         # One round trip: the sentinel answers in order, and an error reply stops us.
-        self._arm()
-        try:
-            self._socket.sendall(b"".join(encode_command(command) for command in commands))
-        except BlockingIOError:  # SO_SNDTIMEO ran out
-            raise TimeoutError("timed out") from None
+        self._send(b"".join(encode_command(command) for command in commands))
         replies = [self._reply() for _ in commands]
         self.close()
         return sentinel_servers(replies[-2], replies[-1])
@@ -305,13 +297,17 @@ class Lookup:
             self._armed = remaining
 
     def _command(self, *arguments: str) -> bytes | int | list[object] | None:
+        self._send(encode_command(arguments))
+        return self._reply()
+
+    def _send(self, data: bytes) -> None:
+        """Send within the deadline; an SO_SNDTIMEO that runs out is a timeout like any other."""
         assert self._socket is not None
         self._arm()
         try:
-            self._socket.sendall(encode_command(arguments))
-        except BlockingIOError:  # SO_SNDTIMEO ran out
+            self._socket.sendall(data)
+        except BlockingIOError:
             raise TimeoutError("timed out") from None
-        return self._reply()
 
     def _reply(self) -> bytes | int | list[object] | None:
         """Read one RESP2 reply; an error reply raises StoreUnavailable."""
