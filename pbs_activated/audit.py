@@ -25,7 +25,6 @@ INFO = 6
 DEBUG = 7
 
 _sender: _socket.socket | None = None
-_IDENTIFIER = defaults.SYSLOG_IDENTIFIER
 
 
 def send(priority: int, message: str, **fields: object) -> None:
@@ -34,21 +33,15 @@ def send(priority: int, message: str, **fields: object) -> None:
     Fields whose value is None or empty are left out, so a query for a field
     finds only entries where it means something.
     """
-    # The handler sends one entry per request: joined and encoded in one go when
-    # no value holds a newline, which is what encode_entry would produce then.
-    lines = [
-        f"{name}={value}\n" for name, value in fields.items() if value is not None and value != ""
-    ]
-    head = f"MESSAGE={message}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER={_IDENTIFIER}\n"
-    text = head + "".join(lines)
-    if text.count("\n") == len(lines) + 3:
-        payload = text.encode("utf-8", "replace")
-    else:
-        entry = {"MESSAGE": message, "PRIORITY": str(priority), "SYSLOG_IDENTIFIER": _IDENTIFIER}
-        for name, value in fields.items():
-            if value is not None and value != "":
-                entry[name] = str(value)
-        payload = encode_entry(entry)
+    entry = {
+        "MESSAGE": message,
+        "PRIORITY": str(priority),
+        "SYSLOG_IDENTIFIER": defaults.SYSLOG_IDENTIFIER,
+    }
+    for name, value in fields.items():
+        if value is not None and value != "":
+            entry[name] = str(value)
+    payload = encode_entry(entry)
     try:
         _send_datagram(payload)
     except OSError:
