@@ -33,15 +33,24 @@ def send(priority: int, message: str, **fields: object) -> None:
     Fields whose value is None or empty are left out, so a query for a field
     finds only entries where it means something.
     """
-    entry = {
+    deliver(entry(priority, message, **fields), message)
+
+
+def entry(priority: int, message: str, **fields: object) -> bytes:
+    """Encode the entry `send` writes, for a caller that delivers it later (the server)."""
+    values = {
         "MESSAGE": message,
         "PRIORITY": str(priority),
         "SYSLOG_IDENTIFIER": defaults.SYSLOG_IDENTIFIER,
     }
     for name, value in fields.items():
         if value is not None and value != "":
-            entry[name] = str(value)
-    payload = encode_entry(entry)
+            values[name] = str(value)
+    return encode_entry(values)
+
+
+def deliver(payload: bytes, message: str) -> None:
+    """Send an encoded entry to journald; where that fails, its message goes to stderr."""
     try:
         _send_datagram(payload)
     except OSError:

@@ -59,6 +59,10 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("policy", help="answer the Postfix policy connection on stdin/stdout")
+    commands.add_parser(
+        "policy-server",
+        help="answer every Postfix connection of an Accept=no socket from systemd in one process",
+    )
     journal = commands.add_parser("journal", help="follow the journal and authorize logins")
     journal.add_argument(
         "--directory", metavar="DIR", help="read journal files from DIR, not the system journal"
@@ -86,6 +90,10 @@ def run(arguments: argparse.Namespace) -> int:
         from pbs_activated import policy
 
         return policy.main(path)
+    if arguments.command == "policy-server":
+        from pbs_activated import server
+
+        return server.main(path)
     try:
         config = load(path)
     except ConfigError as error:

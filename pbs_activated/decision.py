@@ -60,3 +60,19 @@ def decide(
     if user is None:
         return Decision(policy.unauthorized, "no recent login", client_address)
     return Decision(policy.authorized, "recent login", client_address, user)
+
+
+def lookup_address(request: Request) -> str | None:
+    """The normalised address `decide` would look up for `request`, or None if none.
+
+    The policy server looks the addresses of many requests up at once before
+    deciding them; an address this misses is still looked up by `decide`.
+    """
+    if request.malformed or request.get("request") != "smtpd_access_policy":
+        return None
+    if request.get("protocol_state").upper() != "RCPT":
+        return None
+    try:
+        return addresses.normalize(request.get("client_address"))
+    except addresses.InvalidAddress:
+        return None

@@ -45,6 +45,9 @@ class BrokenConfigLookup:
     def user_for(self, address: str) -> str | None:
         raise StoreUnavailable(f"configuration broken: {self.reason}")
 
+    def users_for(self, addresses: list[str]) -> list[str | None]:
+        raise StoreUnavailable(f"configuration broken: {self.reason}")
+
     def close(self) -> None:
         """Nothing to close."""
 
@@ -157,15 +160,23 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def record(request: Request, decision: Decision) -> None:
-    """Write the audit entry of one decision: INFO at RCPT, DEBUG for the rest."""
+    """Write the audit entry of one decision."""
+    audit.deliver(*audit_entry(request, decision))
+
+
+def audit_entry(request: Request, decision: Decision) -> tuple[bytes, str]:
+    """The encoded journal entry of one decision and its message: INFO at RCPT, DEBUG else."""
     state = request.get("protocol_state")
     priority = audit.INFO if state.upper() == "RCPT" else audit.DEBUG
     who = f" ({decision.user})" if decision.user else ""
     client = decision.client_address or request.get("client_address")[:80]
-    audit.send(
-        priority,
+    message = (
         f"{decision.action} for {client or 'no address'}{who} at {state or 'no state'}: "
-        f"{decision.reason}",
+        f"{decision.reason}"
+    )
+    payload = audit.entry(
+        priority,
+        message,
         PBS_ACTION=decision.action.split(" ", 1)[0],
         PBS_ACTION_TEXT=decision.action,
         PBS_REASON=decision.reason,
@@ -179,3 +190,4 @@ def record(request: Request, decision: Decision) -> None:
         PBS_HELO_NAME=request.get("helo_name"),
         PBS_INSTANCE=request.get("instance"),
     )
+    return payload, message
