@@ -14,7 +14,13 @@ import pytest
 from debpackage import debian_environment, project_version, run
 from support import REPO
 
-UNITS = ("pbs-policy.socket", "pbs-policy@.service", "pbs-journal.service")
+UNITS = (
+    "pbs-policy.socket",
+    "pbs-policy@.service",
+    "pbs-policy-server.socket",
+    "pbs-policy-server.service",
+    "pbs-journal.service",
+)
 UNIT_DIRECTORY = "lib/systemd/system"
 CONFFILE = "/etc/pbs-activated/pbs-activated.toml"
 
@@ -168,6 +174,31 @@ def test_the_socket_keeps_listening_through_an_upgrade(control: Path) -> None:
     assert "deb-systemd-invoke stop 'pbs-policy.socket'" in prerm
 
 
+def test_the_server_socket_is_never_enabled_by_the_package(control: Path) -> None:
+    """The one-process socket is the administrator's choice: debhelper's --no-enable
+    snippet enables it only again, on upgrade, where the administrator had enabled it."""
+    section = _section_for(control / "postinst", "'pbs-policy-server.socket'")
+    guarded = section.split("if deb-systemd-helper debian-installed 'pbs-policy-server.socket'")
+    assert len(guarded) == 2 and "enable 'pbs-policy-server.socket'" not in guarded[0]
+    assert "new installations run enable" not in section
+
+
+def test_the_server_socket_keeps_listening_through_an_upgrade(control: Path) -> None:
+    assert "restart" not in _section_for(control / "postinst", "'pbs-policy-server.socket'")
+    assert "deb-systemd-invoke stop 'pbs-policy-server.socket'" in (control / "prerm").read_text()
+    preinst = control / "preinst"
+    assert not preinst.exists() or "pbs-policy-server" not in preinst.read_text()
+
+
+def test_an_upgrade_restarts_the_server_only_if_it_runs(control: Path) -> None:
+    """A long-lived server runs the old code until restarted; a stopped one stays stopped."""
+    section = _section_for(control / "postinst", "'pbs-policy-server.service'")
+    assert "deb-systemd-invoke try-restart 'pbs-policy-server.service'" in section
+    assert 'if [ -n "$2" ]; then' in section
+    assert "invoke start 'pbs-policy-server.service'" not in section
+    assert "_dh_action" not in section
+
+
 def test_the_reader_is_restarted_after_an_upgrade(control: Path) -> None:
     """A long-lived process must be restarted to run the new code."""
     assert "_dh_action=restart" in _section_for(control / "postinst", "'pbs-journal.service'")
@@ -179,6 +210,7 @@ def test_purge_removes_the_readers_state(control: Path) -> None:
     assert "rm -rf /var/cache/private/pbs-policy /var/cache/pbs-policy" in postrm
     assert "deb-systemd-helper purge 'pbs-journal.service'" in postrm
     assert "deb-systemd-helper purge 'pbs-policy.socket'" in postrm
+    assert "deb-systemd-helper purge 'pbs-policy-server.socket'" in postrm
 
 
 def _section_for(script: Path, needle: str) -> str:
@@ -195,6 +227,10 @@ def test_ships_the_readme_and_the_cluster_guide(deb: Path) -> None:
 
 
 def test_postfix_files_trigger_the_package(control: Path) -> None:
-    """Postfix installed later: its files under /var/spool/postfix wake our postinst."""
+    """Postfix installed later: its files under /var/spool/postfix wake our postinst,
+    which starts whichever policy socket is enabled."""
     assert "interest-noawait /var/spool/postfix" in (control / "triggers").read_text()
-    assert "deb-systemd-invoke start pbs-policy.socket" in (control / "postinst").read_text()
+    postinst = (control / "postinst").read_text()
+    assert "for socket in pbs-policy.socket pbs-policy-server.socket; do" in postinst
+    assert 'if systemctl --quiet is-enabled "$socket"' in postinst
+    assert 'deb-systemd-invoke start "$socket"' in postinst

@@ -34,6 +34,10 @@ ASK_THE_POLICY_SOCKET = (
     " s.sendall(b'request=smtpd_access_policy\\nprotocol_state=RCPT\\n"
     "client_address=192.0.2.1\\n\\n'); print(s.recv(200).decode().strip())\""
 )
+TO_THE_SERVER_SOCKET = (
+    "systemctl disable --now pbs-policy.socket && systemctl enable --now pbs-policy-server.socket"
+)
+"""The switch to one server process for all connections, as pbs-activated(8) gives it."""
 
 
 def skip_reason() -> str | None:
@@ -130,6 +134,13 @@ def test_installing_starts_the_policy_socket_and_the_reader(installed: object) -
     assert shell(installed, "systemctl is-active pbs-journal.service") == "active"
 
 
+def test_installing_neither_enables_nor_starts_the_server_socket(installed: object) -> None:
+    """One process for all connections is the administrator's choice, not the package's."""
+    assert shell(installed, "systemctl is-enabled pbs-policy-server.socket") == "disabled"
+    assert shell(installed, "systemctl is-active pbs-policy-server.socket") == "inactive"
+    assert shell(installed, "systemctl is-active pbs-policy-server.service") == "inactive"
+
+
 def test_the_policy_socket_is_postfix_only(installed: object) -> None:
     listing = shell(installed, "stat -c '%A %U %G' /var/spool/postfix/private/pbs-policy")
     assert listing == "srw------- postfix postfix"
@@ -170,6 +181,35 @@ def test_an_upgrade_restarts_the_reader_and_leaves_the_socket_listening(fresh: o
     )
 
 
+def test_the_switch_to_the_server_socket_survives_an_upgrade(fresh: object) -> None:
+    shell(fresh, TO_THE_SERVER_SOCKET)
+    assert shell(fresh, ASK_THE_POLICY_SOCKET) == "action=DUNNO"
+    server = shell(fresh, "systemctl show -P MainPID pbs-policy-server.service")
+    assert server != "0"
+    listening_since = shell(
+        fresh, "systemctl show -P ActiveEnterTimestampMonotonic pbs-policy-server.socket"
+    )
+    shell(fresh, f"apt-get install -y {UPGRADE}")
+    assert shell(fresh, "systemctl is-enabled pbs-policy-server.socket") == "enabled"
+    assert shell(fresh, "systemctl is-enabled pbs-policy.socket") == "disabled"
+    assert shell(fresh, "systemctl is-active pbs-policy.socket") == "inactive"
+    assert (
+        shell(fresh, "systemctl show -P ActiveEnterTimestampMonotonic pbs-policy-server.socket")
+        == listening_since
+    )
+    # The running server was restarted into the new code, and answers.
+    assert shell(fresh, "systemctl is-active pbs-policy-server.service") == "active"
+    assert shell(fresh, "systemctl show -P MainPID pbs-policy-server.service") not in (server, "0")
+    assert shell(fresh, ASK_THE_POLICY_SOCKET) == "action=DUNNO"
+
+
+def test_an_upgrade_does_not_start_the_server_socket(fresh: object) -> None:
+    shell(fresh, f"apt-get install -y {UPGRADE}")
+    assert shell(fresh, "systemctl is-enabled pbs-policy-server.socket") == "disabled"
+    assert shell(fresh, "systemctl is-active pbs-policy-server.socket") == "inactive"
+    assert shell(fresh, "systemctl is-active pbs-policy.socket") == "active"
+
+
 def test_remove_stops_the_services_and_keeps_configuration_and_state(fresh: object) -> None:
     shell(fresh, "apt-get remove -y pbs-activated")
     assert shell(fresh, "systemctl is-active pbs-journal.service") != "active"
@@ -194,6 +234,23 @@ def test_purge_removes_configuration_state_and_enablement(fresh: object) -> None
         "ls /etc/systemd/system/sockets.target.wants /etc/systemd/system/multi-user.target.wants",
     )
     assert "pbs-" not in wants
+
+
+def test_remove_stops_the_server_socket_and_the_server(fresh: object) -> None:
+    shell(fresh, TO_THE_SERVER_SOCKET)
+    assert shell(fresh, ASK_THE_POLICY_SOCKET) == "action=DUNNO"
+    assert shell(fresh, "systemctl is-active pbs-policy-server.service") == "active"
+    shell(fresh, "apt-get remove -y pbs-activated")
+    assert shell(fresh, "systemctl is-active pbs-policy-server.socket") != "active"
+    assert shell(fresh, "systemctl is-active pbs-policy-server.service") != "active"
+    assert shell(fresh, ASK_THE_POLICY_SOCKET) != "action=DUNNO"
+
+
+def test_purge_removes_the_server_sockets_enablement(fresh: object) -> None:
+    shell(fresh, TO_THE_SERVER_SOCKET)
+    assert "pbs-policy-server.socket" in shell(fresh, "ls /etc/systemd/system/sockets.target.wants")
+    shell(fresh, "apt-get purge -y pbs-activated")
+    assert "pbs-" not in shell(fresh, "ls /etc/systemd/system/sockets.target.wants")
 
 
 def without_postfix_private_directory(container: object) -> None:
@@ -225,3 +282,14 @@ def test_the_shipped_defaults_reach_debians_redis_server(installed: object) -> N
         assert shell(installed, "pbs-activated check 192.0.2.77") == "OK"
     finally:
         shell(installed, "pbs-activated revoke 192.0.2.77")
+
+
+def test_installing_postfix_later_starts_the_server_socket_if_chosen(fresh: object) -> None:
+    """The trigger starts the socket the administrator enabled, and not the other."""
+    shell(fresh, TO_THE_SERVER_SOCKET)
+    shell(fresh, "systemctl stop postfix pbs-policy-server.socket")
+    shell(fresh, "mv /var/spool/postfix/private /var/spool/postfix/private.away")
+    shell(fresh, f"dpkg -i {STAND_IN}")
+    assert shell(fresh, "systemctl is-active pbs-policy-server.socket") == "active"
+    assert shell(fresh, "systemctl is-active pbs-policy.socket") == "inactive"
+    assert shell(fresh, ASK_THE_POLICY_SOCKET) == "action=DUNNO"

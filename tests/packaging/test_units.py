@@ -19,7 +19,9 @@ from support import PYTHON, REPO
 MAXIMUM_EXPOSURE = 2.0
 """The issue's bound: the handler needs little more than its socket and Redis."""
 
-SERVICES = ("pbs-policy@.service", "pbs-journal.service")
+SERVICES = ("pbs-policy@.service", "pbs-policy-server.service", "pbs-journal.service")
+SOCKETS = ("pbs-policy.socket", "pbs-policy-server.socket")
+"""Two ways to serve the one policy socket path: only one may listen."""
 UNIT_DIRECTORY = "lib/systemd/system"
 
 
@@ -68,6 +70,12 @@ def test_service_exposure_check_is_from_the_source_units(service: str) -> None:
     assert exposure(REPO / "units" / service) <= MAXIMUM_EXPOSURE
 
 
+def test_the_policy_server_is_as_hardened_as_the_handler_it_replaces(unpacked: Path) -> None:
+    directory = unpacked / UNIT_DIRECTORY
+    server = exposure(directory / "pbs-policy-server.service")
+    assert server <= exposure(directory / "pbs-policy@.service")
+
+
 def test_exposure_of_an_unhardened_service_is_far_above_the_bound(tmp_path: Path) -> None:
     """The measure is real: the same service without its hardening scores high."""
     unit = tmp_path / "plain.service"
@@ -76,11 +84,40 @@ def test_exposure_of_an_unhardened_service_is_far_above_the_bound(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "unit", ["pbs-policy.socket", "pbs-policy@0.service", "pbs-journal.service"]
+    "unit",
+    [
+        "pbs-policy.socket",
+        "pbs-policy@0.service",
+        "pbs-policy-server.socket",
+        "pbs-policy-server.service",
+        "pbs-journal.service",
+    ],
 )
 def test_unit_verifies_clean(verify_root: Path, unit: str) -> None:
     status, complaints = verify(verify_root, unit)
     assert status == 0 and complaints == "", complaints
+
+
+def test_both_policy_sockets_listen_on_the_same_path(unpacked: Path) -> None:
+    """Postfix's check_policy_service stays the same whichever socket serves it."""
+    listeners = [
+        re.findall(r"^ListenStream=(.*)$", (unpacked / UNIT_DIRECTORY / socket).read_text(), re.M)
+        for socket in SOCKETS
+    ]
+    assert listeners == [["/var/spool/postfix/private/pbs-policy"]] * len(SOCKETS)
+
+
+@pytest.mark.parametrize("socket", SOCKETS)
+def test_each_policy_socket_conflicts_with_the_other(unpacked: Path, socket: str) -> None:
+    """Declared on both sides, so starting either one stops the other, whichever ran."""
+    [other] = set(SOCKETS) - {socket}
+    text = (unpacked / UNIT_DIRECTORY / socket).read_text()
+    assert f"Conflicts={other}" in text.splitlines()
+
+
+def test_the_server_socket_passes_its_listener_to_one_service(unpacked: Path) -> None:
+    lines = (unpacked / UNIT_DIRECTORY / "pbs-policy-server.socket").read_text().splitlines()
+    assert "Accept=no" in lines
 
 
 def test_verify_notices_a_missing_binary(verify_root: Path, tmp_path: Path) -> None:
