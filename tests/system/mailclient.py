@@ -11,6 +11,7 @@ the container.
 Usage (normally via mailhost.py)::
 
     python3 mailclient.py smtp --source 192.0.2.11 --rcpt someone@remote.test
+    python3 mailclient.py smtp-together --source 192.0.2.11 --source 192.0.2.12 --rcpt x@remote.test
     python3 mailclient.py pop3 --source 192.0.2.10 --user alice --password secret
     python3 mailclient.py imap --source 2001:db8::10 --user alice --password secret
 """
@@ -81,6 +82,46 @@ def smtp_try(
         else:
             smtp.rset()
     return result
+
+
+def smtp_together(
+    sources: list[str],
+    rcpts: list[str],
+    mail_from: str,
+    server: str | None = None,
+    port: int = 25,
+) -> dict[str, Any]:
+    """One SMTP session per source, all open at once, their RCPTs taken in turns.
+
+    Every session has said EHLO and MAIL FROM before the first RCPT, and every
+    recipient is asked of each session before the next: Postfix serves each with
+    an smtpd process of its own, so its policy connections are open at the same time.
+    """
+    sessions: list[smtplib.SMTP] = []
+    results: list[dict[str, Any]] = []
+    try:
+        for source in sources:
+            smtp = smtplib.SMTP(timeout=TIMEOUT, source_address=(source, 0))
+            sessions.append(smtp)
+            result: dict[str, Any] = {"source": source, "rcpts": []}
+            results.append(result)
+            code, msg = smtp.connect(server or server_for(source), port)
+            result["connect"] = [code, _text(msg)]
+            code, msg = smtp.ehlo("client.example.test")
+            result["ehlo"] = [code, _text(msg)]
+            code, msg = smtp.mail(mail_from)
+            result["mail"] = [code, _text(msg)]
+        for rcpt in rcpts:
+            for smtp, result in zip(sessions, results, strict=True):
+                code, msg = smtp.rcpt(rcpt)
+                result["rcpts"].append([code, _text(msg)])
+        for smtp in sessions:
+            smtp.rset()
+            smtp.quit()
+    finally:
+        for smtp in sessions:
+            smtp.close()
+    return {"sessions": results}
 
 
 class _SourcePOP3(poplib.POP3):
@@ -159,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     smtp.add_argument("--mail-from", default="sender@client.example.test")
     smtp.add_argument("--rcpt", action="append", required=True)
     smtp.add_argument("--send-data", action="store_true")
+    together = sub.add_parser("smtp-together")
+    together.add_argument("--source", action="append", required=True)
+    together.add_argument("--server")
+    together.add_argument("--port", type=int, default=25)
+    together.add_argument("--mail-from", default="sender@client.example.test")
+    together.add_argument("--rcpt", action="append", required=True)
     for name, port in (("pop3", 110), ("imap", 143)):
         login = sub.add_parser(name)
         login.add_argument("--source", required=True)
@@ -171,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         result = smtp_try(
             args.source, args.rcpt, args.mail_from, args.server, args.port, args.send_data
         )
+    elif args.command == "smtp-together":
+        result = smtp_together(args.source, args.rcpt, args.mail_from, args.server, args.port)
     elif args.command == "pop3":
         result = pop3_login(args.source, args.user, args.password, args.server, args.port)
     else:

@@ -174,6 +174,23 @@ def disable_policy_service(ct: Container) -> None:
     ct.run(["postfix", "reload"])
 
 
+def without_idle_smtpd(ct: Container, timeout: float = 10) -> None:
+    """`postfix reload` and wait until the smtpd processes of earlier sessions are gone.
+
+    Why: an smtpd process keeps its policy connection across the SMTP sessions it
+    serves (up to smtpd_policy_service_max_idle), so the next session would be
+    answered by whatever accepted that connection. Idle smtpd processes exit at
+    once on a reload (they close their policy connection cleanly); the next
+    session gets a new one, which connects anew.
+    """
+    ct.run(["postfix", "reload"])
+    deadline = time.monotonic() + timeout
+    while ct.run(["pgrep", "-x", "smtpd"], check=False).returncode != 1:  # 1: none found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"smtpd processes still running {timeout}s after a reload")
+        time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------
 # Clients: the host's python running mailclient.py in the container's netns
 # --------------------------------------------------------------------------
@@ -209,6 +226,26 @@ def smtp_try(
     """The (code, message) answers to RCPT TO for each recipient, from source."""
     result = smtp_session(ct, source, rcpts, mail_from)
     return [(int(code), str(msg)) for code, msg in result["rcpts"]]
+
+
+def smtp_sessions_at_once(
+    ct: Container,
+    sources: list[str],
+    rcpts: list[str],
+    mail_from: str = "sender@client.example.test",
+) -> list[dict[str, Any]]:
+    """One SMTP session per source, all open together, each asked every RCPT in turn.
+
+    Postfix serves each session with an smtpd process (and policy connection) of
+    its own. Returns each session's answer record, like smtp_session's.
+    """
+    args = ["smtp-together", "--mail-from", mail_from]
+    for source in sources:
+        args += ["--source", source]
+    for rcpt in rcpts:
+        args += ["--rcpt", rcpt]
+    sessions: list[dict[str, Any]] = _client(ct, *args)["sessions"]
+    return sessions
 
 
 def pop3_login(ct: Container, source: str, user: str, password: str) -> dict[str, Any]:

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from container import Container
-from mailhost import CLIENTS_V4, CLIENTS_V6, USERS, enable_policy_service, pop3_login
+from mailhost import (
+    CLIENTS_V4,
+    CLIENTS_V6,
+    USERS,
+    enable_policy_service,
+    pop3_login,
+    without_idle_smtpd,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -30,6 +37,9 @@ UNITS = ("pbs-policy.socket", "pbs-journal.service")
 """What the package enables and starts on installation."""
 
 POLICY_SOCKET = "/var/spool/postfix/private/pbs-policy"
+POLICY_SOCKETS = ("pbs-policy.socket", "pbs-policy-server.socket")
+"""The two ways to serve POLICY_SOCKET: a handler per connection (the package's
+default) or one server process for all (Accept=no, the administrator's switch)."""
 AUTHORIZATION_WAIT = 20.0
 """Seconds a login may take to become an authorization. Normally ~0.1 s; the slack
 covers a reader restart (SIGKILL test) and its Redis back-off (outage test, ≤ 10 s)."""
@@ -105,10 +115,26 @@ def wait_active(ct: Container, *units: str, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+def use_policy_socket(ct: Container, socket: str) -> None:
+    """Serve Postfix's policy requests from `socket` (one of POLICY_SOCKETS).
+
+    As pbs-activated(8) tells an administrator: `systemctl disable --now` the
+    other, `systemctl enable --now` this one. First no smtpd may hold a policy
+    connection (without_idle_smtpd), so that the next session connects to the
+    socket chosen and none loses a connection under it.
+    """
+    [other] = set(POLICY_SOCKETS) - {socket}
+    without_idle_smtpd(ct)
+    ct.systemctl("disable", "--now", other)
+    ct.systemctl("enable", "--now", socket)
+    wait_active(ct, socket)
+
+
 def write_config(ct: Container, text: str) -> None:
     """Replace the conffile and restart the reader, which reads it at start.
 
-    The handler reads it per Postfix connection, so it needs nothing.
+    The handler reads it per Postfix connection, so it needs nothing; the policy
+    server (pbs-policy-server.service) would need a restart.
     """
     ct.write_file(CONFIG, text)
     ct.systemctl("restart", "pbs-journal.service")
