@@ -9,6 +9,10 @@ Every figure of issue #5's goals table comes from this one run, on this machine:
 | steady: 1 connection x 3000 requests, requests/s | seed | >= 1.2x |
 | resident memory (VmRSS) per handler holding a connection | floor | <= 1.5x |
 
+The two steady figures are also taken for the Accept=no alternative,
+`pbs-activated policy-server` (units/pbs-policy-server.service), one process for
+all connections, started by systemd-socket-activate without --accept.
+
 Our handler runs as the unit runs it (its ExecStart=, pointed at this
 checkout) under systemd-socket-activate --accept --inetd, with the config file
 naming Redis by URL and $CACHE_DIRECTORY set as CacheDirectory= sets it. The
@@ -42,6 +46,7 @@ from servers import (
     GRANTED_ADDRESS,
     PYTHON,
     REPO,
+    SERVER_UNIT,
     ActivatedService,
     AuditSink,
     Redis,
@@ -230,9 +235,6 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=200, help="fresh connections each")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of each throughput figure")
     parser.add_argument("--no-variants", action="store_true", help="skip the start-up variants")
-    parser.add_argument(
-        "--resident", action="store_true", help="also evaluate one process for all (Accept=no)"
-    )
     options = parser.parse_args()
     sys.path.insert(0, str(REPO))
 
@@ -242,8 +244,6 @@ def main() -> int:
             report = measure(bench, options.connections, options.rounds)
             if not options.no_variants:
                 report += variants(bench, options.connections // 2)
-            if options.resident:
-                report += resident(bench, options.connections, options.rounds)
         finally:
             entries = bench.stop()
     report.append(f"audit entries received from our handler: {entries}")
@@ -274,15 +274,18 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         "ceiling", [PYTHON, "-I", "-S", str(BENCH / "floor_lookup.py"), str(bench.redis.port)],
         PBS_ACTIVATED_JOURNAL_SOCKET=str(bench.sink.path),
     )
-    rates, round_ratios = {}, {}
+    server = bench.ours("server", shipped_handler_command(SERVER_UNIT), accept=False)
+    server_start = first_answer_times(server.path, OUR_ANSWER, 1)[0]  # its first start
+    rates, round_ratios, server_rates, server_ratios = {}, {}, {}, {}
     for shape in ((16, 500), (1, 3000)):
-        our_rates, seed_rates, ceiling_rates = [], [], []
+        our_rates, seed_rates, ceiling_rates, serving = [], [], [], []
         for _ in range(rounds):
             our_rates.append(steady(ours.path, OUR_ANSWER, *shape))
             ours.wait_idle()
             seed_rates.append(steady(seed.path, SEED_ANSWER, *shape))
             ceiling_rates.append(steady(ceiling.path, OUR_ANSWER, *shape))
             ceiling.wait_idle()
+            serving.append(steady(server.path, OUR_ANSWER, *shape))
         floor_rate = steady(floor.path, FLOOR_ANSWER, *shape)
         floor.wait_idle()
         rates[shape] = (
@@ -290,7 +293,12 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
             statistics.median(ceiling_rates),
         )
         round_ratios[shape] = [o / b for o, b in zip(our_rates, seed_rates, strict=True)]
+        server_rates[shape] = (statistics.median(seed_rates), statistics.median(serving))
+        server_ratios[shape] = [o / b for o, b in zip(serving, seed_rates, strict=True)]
 
+    with held_connections(server.path, OUR_ANSWER, 16):
+        time.sleep(0.2)
+        server_rss = rss_kib(server.listener_pid) or 0  # the listener execs it: same PID
     progress("resident memory of 8 handlers each holding a connection")
     floor_rss = handler_rss_kib(floor, FLOOR_ANSWER, 8)
     our_rss = handler_rss_kib(ours, OUR_ANSWER, 8)
@@ -307,6 +315,10 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
                round_ratios[(1, 3000)]),
         Figure("RSS per handler holding a connection, MiB",
                floor_rss / 1024, our_rss / 1024, 1.5, True),
+        Figure("Accept=no server: steady 16 x 500, vs seed", *server_rates[(16, 500)], 1.5, False,
+               server_ratios[(16, 500)]),
+        Figure("Accept=no server: steady 1 x 3000, vs seed", *server_rates[(1, 3000)], 1.2, False,
+               server_ratios[(1, 3000)]),
     ]
     return [
         "",
@@ -322,6 +334,9 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         f"    no parsing), vs seed: 16x500 {rates[16, 500][3] / rates[16, 500][0]:.2f}x, "
         f"1x3000 {rates[1, 3000][3] / rates[1, 3000][0]:.2f}x",
         f"  seed's node process RSS after the run: {seed_rss / 1024:.1f} MiB",
+        f"  Accept=no server: its start, connect -> first answer {server_start * 1000:.1f} ms;",
+        f"    RSS holding 16 connections {server_rss / 1024:.1f} MiB "
+        f"(16 handlers: {16 * our_rss / 1024:.1f} MiB)",
         f"  our handler's imports (-X importtime, top level summed): {handler_import_ms():.1f} ms",
     ]
 
@@ -363,58 +378,6 @@ def variants(bench: Bench, count: int) -> list[str]:
         lines.append(f"  {name:<58} {value:6.2f}  {value / medians[0]:.2f}x")
     return lines
 
-
-
-def resident(bench: Bench, connections: int, rounds: int) -> list[str]:
-    """The goals' figures for bench/resident.py: the same code, one process for all (Accept=no).
-
-    Its first answer and storm are those of a process already running (the
-    first connection of all starts it); memory is the one process's, holding
-    16 connections, against 16 floors.
-    """
-    lines = []
-    for batch in ("", "--batch"):
-        lines += resident_figures(bench, connections, rounds, batch)
-    return lines
-
-
-def resident_figures(bench: Bench, connections: int, rounds: int, batch: str) -> list[str]:
-    progress(f"Accept=no evaluation (bench/resident.py {batch})")
-    assert bench.seed is not None
-    floor = bench.services[0]
-    command = [PYTHON, "-I", "-S", str(BENCH / "resident.py"), str(REPO)] + [batch] * bool(batch)
-    service = bench.ours(f"resident{batch}", command, accept=False)
-    first_answer_times(service.path, OUR_ANSWER, 1)  # starts it
-    first = median_ms(first_answer_times(service.path, OUR_ANSWER, connections))
-    floor_first = first_answers([(floor, FLOOR_ANSWER)], connections)[0]
-    storm_time = statistics.median(storm(service.path, OUR_ANSWER, 64) for _ in range(rounds))
-    floor_storm = storms(floor, FLOOR_ANSWER, 64, rounds)
-    rates = {}
-    for shape in ((16, 500), (1, 3000)):
-        ours, seeds = [], []
-        for _ in range(rounds):
-            ours.append(steady(service.path, OUR_ANSWER, *shape))
-            seeds.append(steady(bench.seed.path, SEED_ANSWER, *shape))
-        rates[shape] = (statistics.median(seeds), statistics.median(ours))
-    with held_connections(service.path, OUR_ANSWER, 16):
-        time.sleep(0.2)
-        resident_rss = rss_kib(service.listener_pid) or 0  # the listener execs it: same PID
-    floor_rss = handler_rss_kib(floor, FLOOR_ANSWER, 8)
-    figures = [
-        Figure("connect -> first answer, median ms", floor_first, first, 2.0, True),
-        Figure("64 new connections at once, all answered, ms",
-               floor_storm * 1000, storm_time * 1000, 2.0, True),
-        Figure("steady 16 conn x 500 req, req/s, vs seed", *rates[(16, 500)], 1.5, False),
-        Figure("steady 1 conn x 3000 req, req/s, vs seed", *rates[(1, 3000)], 1.2, False),
-        Figure("RSS for 16 connections, MiB, vs 16 floors",
-               16 * floor_rss / 1024, resident_rss / 1024, 1.5, True),
-    ]
-    return [
-        "",
-        f"Accept=no evaluation: bench/resident.py {batch}, the same code, one process for all",
-        "-" * 86,
-        *(figure.row() for figure in figures),
-    ]
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ BENCH = REPO / "bench"
 PYTHON = "/usr/bin/python3"
 SEED_ARTICLE = REPO.parent / "shared" / "seed" / "000_042ba18a9c622335.txt"
 UNIT = REPO / "units" / "pbs-policy@.service"
+SERVER_UNIT = REPO / "units" / "pbs-policy-server.service"
 INSTALLED_PACKAGES = "/usr/lib/python3/dist-packages"
 
 GRANTED_ADDRESS = "192.0.2.10"
@@ -158,21 +159,21 @@ class AuditSink:
         return int(output or 0)
 
 
-def shipped_handler_command() -> list[str]:
+def shipped_handler_command(unit: Path = UNIT) -> list[str]:
     """Return the unit's ExecStart=, pointed at this checkout instead of the installed package.
 
     The bench measures what ships: if the unit's command line changes, so does
     the bench, and a command it cannot point at the checkout is an error here
     rather than a silent measurement of something else.
     """
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         if line.startswith("ExecStart="):
             arguments = shlex.split(line.removeprefix("ExecStart="))
             break
     else:
-        raise RuntimeError(f"{UNIT}: no ExecStart=")
+        raise RuntimeError(f"{unit}: no ExecStart=")
     if not any(INSTALLED_PACKAGES in argument for argument in arguments):
-        raise RuntimeError(f"{UNIT}: ExecStart= does not name {INSTALLED_PACKAGES}: {arguments}")
+        raise RuntimeError(f"{unit}: ExecStart= does not name {INSTALLED_PACKAGES}: {arguments}")
     return [argument.replace(INSTALLED_PACKAGES, str(REPO)) for argument in arguments]
 
 
