@@ -46,6 +46,14 @@ def normalize(text: str) -> str:
     return _socket.inet_ntop(family, packed)
 
 
+def normalize_or_none(text: str) -> str | None:
+    """`normalize`, with None for what is not a unicast address."""
+    try:
+        return normalize(text)
+    except InvalidAddress:
+        return None
+
+
 def _is_unicast(packed: bytes) -> bool:
     """Tell whether a packed address can be a client's source address."""
     if len(packed) == 4:

@@ -16,10 +16,15 @@ import _socket
 import os
 import select
 
-from pbs_activated import audit
+from pbs_activated import addresses, audit
 from pbs_activated.config import Config, ConfigError, load
 from pbs_activated.decision import decide
-from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
+from pbs_activated.protocol import (
+    LimitExceeded,
+    RequestParser,
+    format_reply,
+    rcpt_client_address,
+)
 from pbs_activated.store import Lookup, StoreUnavailable, set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
@@ -47,6 +52,12 @@ class BrokenConfigLookup:
 
     def users_for(self, addresses: list[str]) -> list[str | None]:
         raise StoreUnavailable(f"configuration broken: {self.reason}")
+
+    def prefetch(self, addresses: list[str]) -> None:
+        """Nothing to ask."""
+
+    def forget_prefetch(self) -> None:
+        """Nothing was asked."""
 
     def close(self) -> None:
         """Nothing to close."""
@@ -91,6 +102,7 @@ def serve(
             if parser.in_request:
                 audit.send(audit.WARNING, "connection closed in the middle of a request")
             return 0
+        prefetch(lookup, chunk)
         violation = None
         try:
             requests = parser.feed(chunk)
@@ -145,7 +157,16 @@ def answer(
         return False
     for request, decision in zip(requests, decisions, strict=True):
         record(request, decision)
+    lookup.forget_prefetch()
     return True
+
+
+def prefetch(lookup: Lookup | BrokenConfigLookup, chunk: bytes) -> None:
+    """Send the lookup of the RCPT request in `chunk`, if it holds one, before parsing it."""
+    guess = rcpt_client_address(chunk)
+    address = addresses.normalize_or_none(guess) if guess is not None else None
+    if address is not None:
+        lookup.prefetch([address])
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -176,6 +176,23 @@ def _parse_lines(lines: list[bytes]) -> Request:
     return Request(attributes, malformed)
 
 
+def rcpt_client_address(chunk: bytes) -> str | None:
+    """The client_address of the RCPT request `chunk` ends with, found without parsing it.
+
+    The handler sends its Redis lookup for this address before it parses the
+    chunk, so the parsing happens while Redis answers (docs/performance.md).
+    It is a guess, and only that: the parsed request is what gets decided, and
+    a guess that differs from it is never used.
+    """
+    if not chunk.endswith(b"\n\n") or b"\nprotocol_state=RCPT\n" not in chunk:
+        return None
+    start = chunk.find(b"\nclient_address=")
+    if start < 0:
+        return None
+    start += len(b"\nclient_address=")
+    return chunk[start : chunk.find(b"\n", start)].decode("utf-8", "replace")
+
+
 def format_reply(action: str) -> bytes:
     """Encode the answer to one request."""
     return b"action=" + action.encode("utf-8") + b"\n\n"

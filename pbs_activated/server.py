@@ -29,11 +29,16 @@ import select
 import sys
 import time
 
-from pbs_activated import audit
+from pbs_activated import addresses, audit
 from pbs_activated.config import Config, ConfigError, load
 from pbs_activated.decision import decide, lookup_address
 from pbs_activated.policy import BrokenConfigLookup, audit_entry, write_all
-from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
+from pbs_activated.protocol import (
+    LimitExceeded,
+    RequestParser,
+    format_reply,
+    rcpt_client_address,
+)
 from pbs_activated.store import Lookup, StoreUnavailable, set_kernel_timeouts
 
 TYPE_CHECKING = False
@@ -180,23 +185,17 @@ class Server:
             self.poller.register(fd, select.EPOLLIN)
 
     def _serve(self, ready: list[int]) -> None:
-        """Read every ready connection, look their addresses up at once, answer, audit."""
-        now = time.monotonic()
+        """Read every ready connection, look their addresses up at once, answer, audit.
+
+        The lookup is sent before the chunks are parsed (`prefetch`), so that
+        Redis answers while we parse; the parsed requests decide.
+        """
+        chunks = self._read(ready)
+        guesses = {rcpt_client_address(chunk) for _, chunk in chunks}
+        found = {addresses.normalize_or_none(guess) for guess in guesses if guess is not None}
+        self.lookup.prefetch(sorted(address for address in found if address is not None))
         batch: list[tuple[Connection, list[Request], LimitExceeded | None]] = []
-        for fd in ready:
-            connection = self.connections[fd]
-            try:
-                chunk = os.read(fd, READ_SIZE)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                if connection.parser.in_request:
-                    closed = "connection closed in the middle of a request"
-                    self.held.append(_entry(audit.WARNING, closed))
-                self._close(fd)
-                continue
-            del self.last_active[fd]
-            self.last_active[fd] = now
+        for connection, chunk in chunks:
             try:
                 batch.append((connection, connection.parser.feed(chunk), None))
             except LimitExceeded as error:
@@ -211,9 +210,31 @@ class Server:
                     _entry(audit.ERROR, f"closing connection: {violation}", PBS_ERROR="limit")
                 )
                 self._close(connection.fd)
+        self.lookup.forget_prefetch()
         for payload, message in self.held:
             audit.deliver(payload, message)
         self.held.clear()
+
+    def _read(self, ready: list[int]) -> list[tuple[Connection, bytes]]:
+        """What each ready connection sent; a connection at its end is closed."""
+        now = time.monotonic()
+        chunks = []
+        for fd in ready:
+            connection = self.connections[fd]
+            try:
+                chunk = os.read(fd, READ_SIZE)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                if connection.parser.in_request:
+                    closed = "connection closed in the middle of a request"
+                    self.held.append(_entry(audit.WARNING, closed))
+                self._close(fd)
+                continue
+            del self.last_active[fd]
+            self.last_active[fd] = now
+            chunks.append((connection, chunk))
+        return chunks
 
     def _prefetched(self, requests: list[Request]) -> UserFor:
         """Look up at once every address these requests need; a lookup function for decide."""

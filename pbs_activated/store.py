@@ -97,14 +97,66 @@ class Lookup:
         self._armed = 0.0
         """The timeout last set on the socket: see _arm."""
         self._tls_context: ssl.SSLContext | None = None
+        self._asked: list[str] = []
+        """Keys of the GET or MGET `prefetch` sent, whose reply has not been read."""
+
+    def prefetch(self, addresses: list[str]) -> None:
+        """Ask for these addresses now and take the reply in `user_for`/`users_for`.
+
+        The caller parses and checks its requests while Redis answers, instead
+        of before asking: that takes the parsing off the time Postfix waits.
+        Only on a kept connection (opening one is the lookups' job, with their
+        retry); anything that goes wrong here is left for them to find again.
+        """
+        if self._socket is None or self._asked or not addresses:
+            return
+        self._deadline = time.monotonic() + self.settings.timeout
+        keys = [client_key(address) for address in addresses]
+        try:
+            self._send(encode_command(("GET", keys[0]) if len(keys) == 1 else ("MGET", *keys)))
+        except (OSError, StoreUnavailable):
+            self.close()
+            return
+        self._asked = keys
 
     def user_for(self, address: str) -> str | None:
         """Return the user authorized at `address`, or None; raise StoreUnavailable."""
-        return self._ask(self._get, client_key(address))
+        key = client_key(address)
+        if self._asked:
+            prefetched = self._prefetched()
+            if key in prefetched:
+                return prefetched[key]
+        return self._ask(self._get, key)
 
     def users_for(self, addresses: list[str]) -> list[str | None]:
         """`user_for` of several addresses in one MGET, one round trip; in their order."""
-        return self._ask(self._users, ["MGET", *(client_key(address) for address in addresses)])
+        keys = [client_key(address) for address in addresses]
+        if self._asked:
+            prefetched = self._prefetched()
+            if all(key in prefetched for key in keys):
+                return [prefetched[key] for key in keys]
+        return self._ask(self._users, ["MGET", *keys])
+
+    def forget_prefetch(self) -> None:
+        """Read and drop the reply of a prefetch no lookup used (the request was not one)."""
+        if self._asked:
+            self._prefetched()
+
+    def _prefetched(self) -> dict[str, str | None]:
+        """The reply to the prefetch, by key; empty (and the connection dropped) on failure.
+
+        A failure is not reported here: the lookup that wanted the reply asks
+        again on a new connection, within its own timeout, as for any kept
+        connection that failed.
+        """
+        keys, self._asked = self._asked, []
+        try:
+            if len(keys) == 1:
+                return {keys[0]: self._get_reply()}
+            return dict(zip(keys, self._users_reply(len(keys)), strict=True))
+        except (OSError, ValueError, StoreUnavailable):
+            self.close()
+            return {}
 
     def _ask(self, question: Callable[[_Q], _A], argument: _Q) -> _A:
         """Put `question` to Redis within the timeout, connecting (again) as needed."""
@@ -123,9 +175,13 @@ class Lookup:
                 raise
             raise StoreUnavailable(_describe(error)) from None
 
-    def _users(self, keys: list[str]) -> list[str | None]:
-        values = self._command(*keys)
-        if not isinstance(values, list) or len(values) != len(keys) - 1:
+    def _users(self, command: list[str]) -> list[str | None]:
+        self._send(encode_command(tuple(command)))
+        return self._users_reply(len(command) - 1)
+
+    def _users_reply(self, count: int) -> list[str | None]:
+        values = self._reply()
+        if not isinstance(values, list) or len(values) != count:
             raise StoreUnavailable(f"unexpected reply to MGET: {str(values)[:80]}")
         return [
             value.decode("utf-8", "replace") if isinstance(value, bytes) else None
@@ -138,25 +194,28 @@ class Lookup:
             self._socket.close()
         self._socket = None
         self._buffer = b""
+        self._asked = []
 
     def _get(self, key: str) -> str | None:
-        value = self._get_whole_reply(key) if not self._buffer else self._command("GET", key)
+        self._send(encode_command(("GET", key)))
+        return self._get_reply()
+
+    def _get_reply(self) -> str | None:
+        value = self._whole_bulk_reply() if not self._buffer else self._reply()
         if value is None:
             return None
         if not isinstance(value, bytes):
             raise StoreUnavailable(f"unexpected reply to GET: {value!r}")
         return value.decode("utf-8", "replace")
 
-    def _get_whole_reply(self, key: str) -> bytes | int | list[object] | None:
-        """_command("GET", key) for the reply that nearly always comes: one bulk string in one
-        piece, taken from the first receive without the general parser's calls per line.
+    def _whole_bulk_reply(self) -> bytes | int | list[object] | None:
+        """_reply() for the reply a GET nearly always gets: one bulk string in one piece,
+        taken from the first receive without the general parser's calls per line.
 
         The handler runs this once per request, and the general path's function
         calls cost it a few microseconds each time. Anything else (an error, a
         reply in pieces) goes to the general parser with what was received.
         """
-        assert self._socket is not None
-        self._send(encode_command(("GET", key)))
         self._fill()
         reply = self._buffer
         end = reply.find(b"\r\n")

@@ -1,0 +1,51 @@
+"""protocol.rcpt_client_address: the guess the handler asks Redis with before parsing.
+
+The guess never decides anything (the store only answers a lookup from a
+prefetched reply for the same key), so what matters is that it is right for
+what Postfix sends, and that it never raises on anything else.
+"""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pbs_activated.protocol import RequestParser, rcpt_client_address
+
+POSTFIX_ORDER = ("request", "protocol_state", "protocol_name", "client_address", "client_name")
+
+
+def postfix_request(state: str, address: str) -> bytes:
+    values = {
+        "request": "smtpd_access_policy",
+        "protocol_state": state,
+        "protocol_name": "ESMTP",
+        "client_address": address,
+        "client_name": "client.example.test",
+    }
+    return b"".join(f"{name}={values[name]}\n".encode() for name in POSTFIX_ORDER) + b"\n"
+
+
+addresses = st.one_of(
+    st.ip_addresses().map(str),
+    st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=30),
+)
+
+
+@settings(max_examples=300)
+@given(addresses)
+def test_the_guess_is_the_parsed_address_of_a_postfix_rcpt_request(address: str) -> None:
+    chunk = postfix_request("RCPT", address)
+    (request,) = RequestParser(4096, 65536).feed(chunk)
+    assert rcpt_client_address(chunk) == request.get("client_address")
+
+
+def test_no_guess_outside_rcpt_or_before_the_request_ends() -> None:
+    assert rcpt_client_address(postfix_request("MAIL", "192.0.2.10")) is None
+    assert rcpt_client_address(postfix_request("RCPT", "192.0.2.10")[:-1]) is None
+    assert rcpt_client_address(b"request=smtpd_access_policy\nprotocol_state=RCPT\n\n") is None
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=200))
+def test_any_bytes_give_a_guess_or_none_and_never_raise(data: bytes) -> None:
+    guess = rcpt_client_address(data)
+    assert guess is None or "\n" not in guess
