@@ -1,6 +1,7 @@
 """The handler as production runs it: one process per connection, started by
 `systemd-socket-activate --accept --inetd` (systemd's own tool, the same accept
-logic as a socket unit with Accept=yes)."""
+logic as a socket unit with Accept=yes); and the policy server, started by
+`systemd-socket-activate` without --accept, as a socket unit with Accept=no."""
 
 from __future__ import annotations
 
@@ -97,12 +98,8 @@ class PolicyService:
         command: list[str] | None = None,
     ) -> None:
         self.path = directory / "policy.sock"
-        environment = [f"PBS_ACTIVATED_CONFIG={config}", f"PYTHONPATH={REPO}"]
-        if audit_socket is not None:
-            environment.append(f"PBS_ACTIVATED_JOURNAL_SOCKET={audit_socket}")
         arguments = ["systemd-socket-activate", "--accept", "--inetd", "-l", str(self.path)]
-        for variable in environment:
-            arguments += ["-E", variable]
+        arguments += _environment_options(config, audit_socket)
         arguments += command or [PYTHON, "-m", "pbs_activated", "policy"]
         self.process = subprocess.Popen(arguments, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10
@@ -143,6 +140,128 @@ class PolicyService:
         self.process.wait(timeout=10)
         if self.process.stderr is not None:
             self.process.stderr.close()
+
+
+class ServerService:
+    """`pbs-activated policy-server` as a socket unit with Accept=no starts it.
+
+    systemd-socket-activate without --accept listens on a unix socket and, at the
+    first connection, execs the server in its own process (the same PID) with the
+    listening socket as fd 3, LISTEN_FDS=1 and LISTEN_PID=that PID: what systemd
+    passes to an Accept=no service. Unlike systemd, which keeps the listening
+    socket and starts the service again at the next connection, the tool hands its
+    only listener over, so once the server has exited (idle) the path refuses
+    connections. That suits the tests: one server per test, and an exit is seen
+    as the process ending.
+
+    With `accept=True` it passes each accepted connection as fd 3 instead, as a
+    socket unit with Accept=yes would: the misconfiguration the server refuses.
+    `cpus` ("0") pins it to those CPUs, as CPUAffinity= would: a test that counts
+    on one serving process pins it to one CPU, since a server may size its
+    processes by the CPUs it may use. The server's stderr (and the tool's log)
+    goes to a file, `stderr()`.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        config: Path,
+        audit_socket: Path | None = None,
+        accept: bool = False,
+        cpus: str = "",
+    ) -> None:
+        self.path = directory / "policy-server.sock"
+        self.stderr_path = directory / "policy-server.stderr"
+        arguments = ["taskset", "-c", cpus] if cpus else []  # taskset execs: the same PID
+        arguments += ["systemd-socket-activate", *(["--accept"] if accept else []), "-l"]
+        arguments += [str(self.path), *_environment_options(config, audit_socket)]
+        arguments += [PYTHON, "-m", "pbs_activated", "policy-server"]
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(arguments, stderr=stderr, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not self.path.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("systemd-socket-activate did not start: " + self.stderr())
+            time.sleep(0.01)
+
+    @property
+    def pid(self) -> int:
+        """The listener's PID, which is the server's once the first connection came."""
+        return self.process.pid
+
+    def connect(self) -> PolicyClient:
+        return PolicyClient(self.path)
+
+    def serving(self) -> bool:
+        """Tell whether the listener has become the server (exec'd Python) and still runs."""
+        try:
+            return "python" in os.readlink(f"/proc/{self.pid}/exe") and _alive(self.pid)
+        except FileNotFoundError:
+            return False
+
+    def wait_until_serving(self, timeout: float = 10) -> None:
+        """Wait until the listener has exec'd the server, which it does at the first connection."""
+        deadline = time.monotonic() + timeout
+        while not self.serving():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the policy server did not start: " + self.stderr())
+            time.sleep(0.01)
+
+    def wait_until_waiting(self, timeout: float = 10) -> None:
+        """Wait until the server sleeps in epoll_wait, having nothing left to do.
+
+        By then it has accepted every connection made before and answered every
+        request sent before: it sleeps only when nothing is ready. The kernel
+        tells where a sleeping process waits (/proc/PID/wchan; "0" while it runs).
+        """
+        self.wait_until_serving(timeout)
+        deadline = time.monotonic() + timeout
+        wchan = Path(f"/proc/{self.pid}/wchan")
+        while wchan.read_text() != "do_epoll_wait":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the policy server is busy: " + self.stderr())
+            time.sleep(0.01)
+
+    def children(self) -> list[int]:
+        """PIDs of processes the server started (it should start none)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def wait_for_exit(self, timeout: float) -> int | None:
+        """Wait for the server (or the listener) to exit; its status, or None if it runs on."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def __enter__(self) -> ServerService:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server (and anything it started); nothing to do if it exited already."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 15)
+        self.process.wait(timeout=10)
+
+
+def _environment_options(config: Path, audit_socket: Path | None) -> list[str]:
+    """systemd-socket-activate's `-E` options: our config, this checkout, the audit sink."""
+    environment = [f"PBS_ACTIVATED_CONFIG={config}", f"PYTHONPATH={REPO}"]
+    if audit_socket is not None:
+        environment.append(f"PBS_ACTIVATED_JOURNAL_SOCKET={audit_socket}")
+    options = []
+    for variable in environment:
+        options += ["-E", variable]
+    return options
 
 
 def _alive(pid: int) -> bool:
