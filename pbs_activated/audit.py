@@ -49,12 +49,18 @@ def entry(priority: int, message: str, **fields: object) -> bytes:
     return encode_entry(values)
 
 
-def deliver(payload: bytes, message: str) -> None:
-    """Send an encoded entry to journald; where that fails, its message goes to stderr."""
+def deliver(payload: bytes, message: str, wait: bool = True) -> bool:
+    """Send an encoded entry to journald; where that fails, its message goes to stderr.
+
+    While journald's queue is full the send waits up to JOURNAL_SEND_TIMEOUT, or
+    not at all without `wait`. Return whether journald took the entry.
+    """
     try:
-        _send_datagram(payload)
+        _send_datagram(payload, wait)
     except OSError:
         print(f"{defaults.SYSLOG_IDENTIFIER}: {message}", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def encode_entry(entry: dict[str, str]) -> bytes:
@@ -74,7 +80,7 @@ def encode_entry(entry: dict[str, str]) -> bytes:
     return b"".join(parts)
 
 
-def _send_datagram(payload: bytes) -> None:
+def _send_datagram(payload: bytes, wait: bool = True) -> None:
     global _sender
     path = os.environ.get(defaults.JOURNAL_SOCKET_ENVIRONMENT) or defaults.JOURNAL_SOCKET
     if _sender is None:
@@ -85,6 +91,8 @@ def _send_datagram(payload: bytes) -> None:
         # one system call per entry spent for the rare full queue.
         _sender.sendto(payload, path)
     except BlockingIOError:
+        if not wait:
+            raise
         # A datagram send blocks while journald's queue is full; past this the
         # entry goes to stderr instead, so a stalled journald never stalls Postfix.
         _sender.settimeout(defaults.JOURNAL_SEND_TIMEOUT)

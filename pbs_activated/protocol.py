@@ -177,15 +177,15 @@ def _parse_lines(lines: list[bytes]) -> Request:
 
 
 def rcpt_client_address(chunk: bytes) -> str | None:
-    """The client_address of the RCPT request `chunk` ends with, found without parsing it.
+    """The client_address of the one RCPT request `chunk` holds, found without parsing it.
 
     The handler sends its Redis lookup for this address before it parses the
     chunk, so the parsing happens while Redis answers (docs/performance.md).
     It is a guess, and only that: the parsed request is what gets decided, and
     a guess that differs from it is never used.
     """
-    if not chunk.endswith(b"\n\n") or b"\nprotocol_state=RCPT\n" not in chunk:
-        return None
+    if chunk.find(b"\n\n") != len(chunk) - 2 or b"\nprotocol_state=RCPT\n" not in chunk:
+        return None  # not one whole request, or not at RCPT
     start = chunk.find(b"\nclient_address=")
     if start < 0:
         return None

@@ -32,14 +32,14 @@ import time
 from pbs_activated import addresses, audit
 from pbs_activated.config import Config, ConfigError, load
 from pbs_activated.decision import decide, lookup_address
-from pbs_activated.policy import BrokenConfigLookup, audit_entry, write_all
+from pbs_activated.policy import BrokenConfigLookup, audit_entry
 from pbs_activated.protocol import (
     LimitExceeded,
     RequestParser,
     format_reply,
     rcpt_client_address,
 )
-from pbs_activated.store import Lookup, StoreUnavailable, set_kernel_timeouts
+from pbs_activated.store import Lookup, StoreUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,11 +49,6 @@ LISTEN_FDS_START = 3
 """sd_listen_fds(3): the first socket systemd passes."""
 
 READ_SIZE = 65536
-
-SEND_TIMEOUT = 5.0
-"""How long an answer may wait for a connection that does not read (Postfix always
-reads its answer at once): past it that connection is closed, so one stuck peer
-cannot hold up the others."""
 
 
 class NoListeningSocket(Exception):
@@ -172,11 +167,7 @@ class Server:
                     self.poller.modify(self.listener.fileno(), 0)
                     self.accepting = False
                 return
-            connection = _socket.socket(fileno=fd)
-            try:
-                set_kernel_timeouts(connection, SEND_TIMEOUT, _socket.SO_SNDTIMEO)
-            finally:
-                connection.detach()
+            os.set_blocking(fd, False)  # see _answer
             policy = self.policy
             self.connections[fd] = Connection(
                 fd, RequestParser(policy.max_line_length, policy.max_request_size)
@@ -211,8 +202,19 @@ class Server:
                 )
                 self._close(connection.fd)
         self.lookup.forget_prefetch()
+        self._deliver_held()
+
+    def _deliver_held(self) -> None:
+        """Send the round's audit entries; a full journald costs the round one wait, not one each.
+
+        A handler waits for its own entries only; here every connection waits
+        for the round, so once journald's queue stays full the rest of the
+        round's entries go to stderr at once (still the journal, less structured).
+        """
+        wait = True
         for payload, message in self.held:
-            audit.deliver(payload, message)
+            if not audit.deliver(payload, message, wait):
+                wait = False
         self.held.clear()
 
     def _read(self, ready: list[int]) -> list[tuple[Connection, bytes]]:
@@ -223,6 +225,8 @@ class Server:
             connection = self.connections[fd]
             try:
                 chunk = os.read(fd, READ_SIZE)
+            except BlockingIOError:  # woken for nothing after all
+                continue
             except ConnectionResetError:
                 chunk = b""
             if not chunk:
@@ -254,9 +258,24 @@ class Server:
         """Decide and reply to one connection's requests; False if it cannot take the reply."""
         policy = self.policy
         decisions = [decide(request, policy, user_for) for request in requests]
+        replies = b"".join([format_reply(d.action) for d in decisions])
         try:
-            write_all(connection.fd, b"".join([format_reply(d.action) for d in decisions]))
-        except OSError:  # gone, or not reading for SEND_TIMEOUT
+            written = os.write(connection.fd, replies)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # gone
+            return False
+        if written < len(replies):
+            # Postfix reads each answer before it sends the next request, so a
+            # connection whose buffer is full of unread answers is not Postfix:
+            # drop it rather than let it hold up every other connection.
+            self.held.append(
+                _entry(
+                    audit.ERROR,
+                    "closing connection: it does not read its answers",
+                    PBS_ERROR="unread",
+                )
+            )
             return False
         self.held += [audit_entry(r, d) for r, d in zip(requests, decisions, strict=True)]
         return True

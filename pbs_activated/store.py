@@ -106,7 +106,8 @@ class Lookup:
         The caller parses and checks its requests while Redis answers, instead
         of before asking: that takes the parsing off the time Postfix waits.
         Only on a kept connection (opening one is the lookups' job, with their
-        retry); anything that goes wrong here is left for them to find again.
+        retry); anything that goes wrong here is left for them to find again,
+        within the timeout that starts here.
         """
         if self._socket is None or self._asked or not addresses:
             return
@@ -126,6 +127,7 @@ class Lookup:
             prefetched = self._prefetched()
             if key in prefetched:
                 return prefetched[key]
+            return self._ask(self._get, key, self._deadline)
         return self._ask(self._get, key)
 
     def users_for(self, addresses: list[str]) -> list[str | None]:
@@ -135,6 +137,7 @@ class Lookup:
             prefetched = self._prefetched()
             if all(key in prefetched for key in keys):
                 return [prefetched[key] for key in keys]
+            return self._ask(self._users, ["MGET", *keys], self._deadline)
         return self._ask(self._users, ["MGET", *keys])
 
     def forget_prefetch(self) -> None:
@@ -158,9 +161,13 @@ class Lookup:
             self.close()
             return {}
 
-    def _ask(self, question: Callable[[_Q], _A], argument: _Q) -> _A:
-        """Put `question` to Redis within the timeout, connecting (again) as needed."""
-        self._deadline = time.monotonic() + self.settings.timeout
+    def _ask(self, question: Callable[[_Q], _A], argument: _Q, deadline: float = 0.0) -> _A:
+        """Put `question` to Redis within the timeout, connecting (again) as needed.
+
+        After a prefetch, the lookup's `deadline` is the prefetch's: its time
+        counts from when the question first went out.
+        """
+        self._deadline = deadline or time.monotonic() + self.settings.timeout
         if self._socket is not None:
             try:
                 return question(argument)

@@ -8,11 +8,13 @@ lookup gets its own reply, never the previous one's.
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from activation import PolicyService
-from support import RedisServer, run_cli
+from support import AuditSink, RedisServer, run_cli, write_config
 
 from pbs_activated.config import load
 from pbs_activated.store import Lookup, StoreUnavailable
@@ -107,3 +109,27 @@ def test_the_handler_stays_in_step_after_guesses_that_were_not_used(
     assert client.ask(client_address="192.0.2.12") == "DUNNO"
     assert client.ask() == "OK"
     assert client.ask(client_address="192.0.2.11") == "DUNNO"
+
+
+def test_a_hang_met_by_a_prefetch_is_answered_within_one_timeout(
+    tmp_path: Path, redis_server: RedisServer, audit_sink: AuditSink
+) -> None:
+    """The lookup after a prefetch keeps the prefetch's deadline: one timeout, not two."""
+    config = write_config(
+        tmp_path / "hang.toml", f'[redis]\nurl = "{redis_server.url}"\ntimeout = 1.0\n'
+    )
+    run_cli("grant", "192.0.2.10", config=config)
+    assert redis_server.process is not None
+    with PolicyService(tmp_path, config, audit_sink.path) as service:
+        client = service.connect()
+        assert client.ask() == "OK"  # the connection to Redis is kept: the next one prefetches
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answer = client.ask()
+            waited = time.monotonic() - started
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        assert answer is not None and answer.startswith("DEFER_IF_REJECT")
+        assert waited < 1.0 + 0.4, waited
+        assert client.ask() == "OK"

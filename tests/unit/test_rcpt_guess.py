@@ -26,7 +26,10 @@ def postfix_request(state: str, address: str) -> bytes:
 
 addresses = st.one_of(
     st.ip_addresses().map(str),
-    st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=30),
+    st.text(
+        alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+        max_size=30,
+    ),
 )
 
 
