@@ -156,10 +156,7 @@ class ServerService:
 
     With `accept=True` it passes each accepted connection as fd 3 instead, as a
     socket unit with Accept=yes would: the misconfiguration the server refuses.
-    `cpus` ("0") pins it to those CPUs, as CPUAffinity= would: a test that counts
-    on one serving process pins it to one CPU, since a server may size its
-    processes by the CPUs it may use. The server's stderr (and the tool's log)
-    goes to a file, `stderr()`.
+    The server's stderr (and the tool's log) goes to a file, `stderr()`.
     """
 
     def __init__(
@@ -168,12 +165,10 @@ class ServerService:
         config: Path,
         audit_socket: Path | None = None,
         accept: bool = False,
-        cpus: str = "",
     ) -> None:
         self.path = directory / "policy-server.sock"
         self.stderr_path = directory / "policy-server.stderr"
-        arguments = ["taskset", "-c", cpus] if cpus else []  # taskset execs: the same PID
-        arguments += ["systemd-socket-activate", *(["--accept"] if accept else []), "-l"]
+        arguments = ["systemd-socket-activate", *(["--accept"] if accept else []), "-l"]
         arguments += [str(self.path), *_environment_options(config, audit_socket)]
         arguments += [PYTHON, "-m", "pbs_activated", "policy-server"]
         with open(self.stderr_path, "wb") as stderr:

@@ -109,13 +109,6 @@ def service(tmp_path: Path, config: Path, audit_sink: AuditSink) -> Iterator[Ser
         yield running
 
 
-@pytest.fixture
-def one_process(tmp_path: Path, config: Path, audit_sink: AuditSink) -> Iterator[ServerService]:
-    """The server on one CPU, for tests that stop, limit or watch the one serving process."""
-    with ServerService(tmp_path, config, audit_sink.path, cpus="0") as running:
-        yield running
-
-
 # Every request on every connection is answered, without a process per connection
 
 
@@ -136,7 +129,7 @@ def test_many_connections_with_many_requests_are_all_answered_without_a_process_
     for index, answered in enumerate(answers):
         assert answered == ["OK" if (index + n) % 2 else "DUNNO" for n in range(20)]
     assert service.serving()
-    assert len(service.children()) < len(clients)  # not a process per connection
+    assert service.children() == []  # one process, not one per connection
 
 
 def test_pipelined_requests_in_one_write_get_answers_in_order(
@@ -267,16 +260,16 @@ MAPPED = "::ffff:192.0.2.10"
     ],
 )
 def test_requests_arriving_together_on_many_connections_ask_redis_once(
-    one_process: ServerService, config: Path, redis_server: RedisServer, rounds: list[list[str]]
+    service: ServerService, config: Path, redis_server: RedisServer, rounds: list[list[str]]
 ) -> None:
     grant(config, GRANTED)
-    clients = [one_process.connect() for _ in rounds]
+    clients = [service.connect() for _ in rounds]
     for client in clients:  # accepted, and the Redis connection kept, as on a busy server
         assert client.ask() == "OK"
     redis = redis_server.client()
     redis.config_resetstat()
     stop_and_send(
-        one_process,
+        service,
         [
             (client, b"".join(encode_request(client_address=a) for a in addresses))
             for client, addresses in zip(clients, rounds, strict=True)
@@ -354,7 +347,7 @@ def test_a_rounds_answers_are_written_before_its_audit_entries(
     tmp_path: Path, config: Path, stalled_journal: Path
 ) -> None:
     grant(config, GRANTED)
-    with ServerService(tmp_path, config, stalled_journal, cpus="0") as service:
+    with ServerService(tmp_path, config, stalled_journal) as service:
         clients = [service.connect() for _ in range(4)]
         service.wait_until_waiting()
         stop_and_send(service, [(client, encode_request()) for client in clients])
@@ -368,7 +361,7 @@ def test_a_stalled_journal_holds_other_connections_up_no_longer_than_a_handler(
     tmp_path: Path, config: Path, stalled_journal: Path
 ) -> None:
     grant(config, GRANTED)
-    with ServerService(tmp_path, config, stalled_journal, cpus="0") as service:
+    with ServerService(tmp_path, config, stalled_journal) as service:
         busy = [service.connect() for _ in range(6)]
         other = service.connect()
         service.wait_until_waiting()
@@ -795,15 +788,15 @@ def test_a_broken_config_is_audited_and_every_rcpt_gets_the_unavailable_answer(
 
 
 def test_out_of_descriptors_it_stops_accepting_until_a_connection_closes(
-    one_process: ServerService, config: Path, audit_sink: AuditSink
+    service: ServerService, config: Path, audit_sink: AuditSink
 ) -> None:
     grant(config, GRANTED)
-    first = one_process.connect()
+    first = service.connect()
     assert first.ask() == "OK"
     assert entries_where(audit_sink, is_decision)  # so the audit socket is open too
-    open_now = len(os.listdir(f"/proc/{one_process.pid}/fd"))
-    resource.prlimit(one_process.pid, resource.RLIMIT_NOFILE, (open_now + 2, open_now + 2))
-    waiting = [one_process.connect() for _ in range(4)]
+    open_now = len(os.listdir(f"/proc/{service.pid}/fd"))
+    resource.prlimit(service.pid, resource.RLIMIT_NOFILE, (open_now + 2, open_now + 2))
+    waiting = [service.connect() for _ in range(4)]
     for client in waiting:
         client.send(encode_request())
     assert [waiting[0].reply(), waiting[1].reply()] == ["OK", "OK"]
