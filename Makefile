@@ -19,7 +19,7 @@ BENCH_PACKAGES := python3 redis-server systemd nodejs
 PACKAGING_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
 
-.PHONY: all test unit integration system lint deb demo bench soak clean deps
+.PHONY: all test unit integration system lint deb demo bench soak soak-server clean deps
 
 all: test
 
@@ -101,3 +101,8 @@ bench:
 soak:
 	.ci/ensure-packages $(BENCH_PACKAGES)
 	$(PYTHON) bench/soak.py
+
+# The same against the Accept=no server: one process, flat memory, no descriptor kept.
+soak-server:
+	.ci/ensure-packages $(BENCH_PACKAGES)
+	$(PYTHON) bench/soak.py --server

@@ -13,6 +13,11 @@ It reports, and fails (exit 1) unless:
 - memory stays flat: the listener's RSS and the handlers' median RSS at the
   end are within 10% (plus 1 MiB for measurement grain) of the first sample.
 It also checks that every decision reached the audit socket.
+
+With --server it soaks the Accept=no server (`pbs-activated policy-server`, as
+units/pbs-policy-server.service runs it) instead: one process for all the
+connections, whose RSS must stay flat and which must hold no more descriptors
+after the clients closed than after one connection before the soak.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 from load import Connection, WrongAnswer, encode_request
-from servers import GRANTED_ADDRESS, REPO, rss_kib
+from servers import GRANTED_ADDRESS, REPO, SERVER_UNIT, rss_kib, shipped_handler_command
 
 CONNECTIONS = 100
 DURATION = 60.0
@@ -87,6 +92,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--seconds", type=float, default=DURATION)
+    parser.add_argument("--server", action="store_true", help="soak the Accept=no server")
     options = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from run import Bench
@@ -94,18 +100,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pbs-soak-") as temporary:
         bench = Bench(Path(temporary))
         try:
-            ours = bench.ours()
+            if options.server:
+                ours = bench.ours("server", shipped_handler_command(SERVER_UNIT), accept=False)
+                descriptors = server_descriptors(ours, after_one_session=True)
+            else:
+                ours = bench.ours()
             outcome = soak(ours, options.connections, options.seconds)
+            if options.server:
+                descriptors = (descriptors[0], server_descriptors(ours)[1])
         finally:
             entries = bench.stop()
             unusual = bench.sink.unusual_entries()
     tally, samples, left = outcome
     status = report(tally, samples, left, entries)
+    if options.server:
+        before, after = descriptors
+        kept = after <= before
+        print(
+            f"{'ok  ' if kept else 'FAIL'} server descriptors: {before} after one session, "
+            f"{after} after the soak's clients closed"
+        )
+        status = status or int(not kept)
     if unusual:
         print(f"\n{len(unusual)} audit entries other than OK or DUNNO decisions, e.g.:")
         for message in sorted(set(unusual))[:10]:
             print(f"     {message}")
     return status
+
+
+def server_descriptors(service, after_one_session: bool = False) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Open descriptors of the server (the listener execs it: the same PID), once settled.
+
+    With `after_one_session`, one connection is answered and closed first, which
+    starts the server and opens its connection to Redis: the baseline.
+    """
+    if after_one_session:
+        connection = Connection(service.path, b"action=OK\n\n")
+        connection.ask(encode_request())
+        connection.close()
+    time.sleep(1)
+    count = len(list(Path(f"/proc/{service.listener_pid}/fd").iterdir()))
+    return count, count
 
 
 def soak(service, connections: int, seconds: float):  # type: ignore[no-untyped-def]
@@ -125,16 +160,22 @@ def soak(service, connections: int, seconds: float):  # type: ignore[no-untyped-
         if time.monotonic() > until:
             break
         handler_sizes = [size for pid in service.live_handlers() if (size := rss_kib(pid))]
-        samples.append((
-            time.monotonic() - started,
-            len(handler_sizes),
-            statistics.median(handler_sizes) if handler_sizes else 0,
-            sum(handler_sizes),
-            rss_kib(service.listener_pid) or 0,
-            tally.requests,
-        ))
-        print(f"soak: {samples[-1][0]:5.1f} s, {len(handler_sizes)} handlers, "
-              f"{tally.requests} answers, {len(tally.errors)} errors", file=sys.stderr, flush=True)
+        samples.append(
+            (
+                time.monotonic() - started,
+                len(handler_sizes),
+                statistics.median(handler_sizes) if handler_sizes else 0,
+                sum(handler_sizes),
+                rss_kib(service.listener_pid) or 0,
+                tally.requests,
+            )
+        )
+        print(
+            f"soak: {samples[-1][0]:5.1f} s, {len(handler_sizes)} handlers, "
+            f"{tally.requests} answers, {len(tally.errors)} errors",
+            file=sys.stderr,
+            flush=True,
+        )
     for thread in threads:
         thread.join(timeout=30)
     service.wait_idle(LEAVE_TIME)
@@ -142,20 +183,30 @@ def soak(service, connections: int, seconds: float):  # type: ignore[no-untyped-
     return tally, samples, left
 
 
-def report(tally: Tally, samples: list[tuple[float, int, float, int, int, int]], left: list[int],
-           entries: int) -> int:
-    print(f"\n{'time s':>7} {'handlers':>9} {'median RSS MiB':>15} {'sum RSS MiB':>12} "
-          f"{'listener RSS MiB':>17} {'answers':>9}")
+def report(
+    tally: Tally,
+    samples: list[tuple[float, int, float, int, int, int]],
+    left: list[int],
+    entries: int,
+) -> int:
+    print(
+        f"\n{'time s':>7} {'handlers':>9} {'median RSS MiB':>15} {'sum RSS MiB':>12} "
+        f"{'listener RSS MiB':>17} {'answers':>9}"
+    )
     for moment, count, median, total, listener, answers in samples:
-        print(f"{moment:7.1f} {count:9d} {median / 1024:15.2f} {total / 1024:12.1f} "
-              f"{listener / 1024:17.2f} {answers:9d}")
+        print(
+            f"{moment:7.1f} {count:9d} {median / 1024:15.2f} {total / 1024:12.1f} "
+            f"{listener / 1024:17.2f} {answers:9d}"
+        )
     first, last = samples[0], samples[-1]
     handler_flat = last[2] <= first[2] * MEMORY_GROWTH + MEMORY_GRAIN_KIB
     listener_flat = last[4] <= first[4] * MEMORY_GROWTH + MEMORY_GRAIN_KIB
     audited = entries >= tally.requests
     checks = [
-        (f"sessions {tally.sessions}, answers {tally.requests}, errors {len(tally.errors)}",
-         not tally.errors),
+        (
+            f"sessions {tally.sessions}, answers {tally.requests}, errors {len(tally.errors)}",
+            not tally.errors,
+        ),
         (f"handler processes left behind: {len(left)}", not left),
         (f"handler median RSS {first[2] / 1024:.2f} -> {last[2] / 1024:.2f} MiB", handler_flat),
         (f"listener RSS {first[4] / 1024:.2f} -> {last[4] / 1024:.2f} MiB", listener_flat),
