@@ -4,9 +4,10 @@ One key per authorized client address: `pbs:client:<normalised address>`, whose
 value is the user who logged in and whose expiry is the end of the authorization.
 This module is the only place that knows that.
 
-The policy handler only ever reads one key, on a process started per Postfix
-connection, so it gets `Lookup`: a few lines of RESP over a plain socket, because
-importing redis-py costs more than everything else the handler does. It reads
+The policy handler only ever reads keys (one GET per request; the policy server
+one MGET per round), on a process started per Postfix connection, so it gets
+`Lookup`: a few lines of RESP over a plain socket, because importing redis-py
+costs more than everything else the handler does. It reads
 from the server `[redis] url` names (typically a local replica), or asks Sentinel
 where the master is. The reader and the CLI write, scan and use Sentinel; they
 get redis-py through `connect`, and every write waits until a replica has it
@@ -76,12 +77,13 @@ def set_kernel_timeouts(sock: _socket.socket, seconds: float, *options: int) -> 
 
 
 class Lookup:
-    """A minimal Redis client for the handler: AUTH, SELECT and GET over one socket.
+    """A minimal Redis client for the handler: AUTH, SELECT, GET and MGET over one socket.
 
     The connection is opened on first use and kept for the following requests; a
     kept connection that fails is replaced once, at once, since it may simply have
     outlived a restart or a failover. Every call finishes within
-    `settings.timeout`, connection (and the questions to Sentinel) included.
+    `settings.timeout`, connection (and the questions to Sentinel) included,
+    and counted from the prefetch when there was one.
 
     With `sentinels`, each sentinel in turn is asked where the master is and which
     replicas it knows; the first of those servers that answers is read from. A
