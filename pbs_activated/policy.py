@@ -65,17 +65,25 @@ class BrokenConfigLookup:
 
 def main(config_path: str) -> int:
     """Serve the connection on stdin/stdout; return the exit status."""
-    try:
-        config = load(config_path)
-        lookup: Lookup | BrokenConfigLookup = Lookup(config.redis)
-    except ConfigError as error:
-        audit.send(audit.ERROR, f"cannot use configuration: {error}", PBS_ERROR="config")
-        config = Config(config_path)
-        lookup = BrokenConfigLookup(str(error))
+    config, lookup = config_and_lookup(config_path)
     try:
         return serve(0, 1, config, lookup)
     finally:
         lookup.close()
+
+
+def config_and_lookup(config_path: str) -> tuple[Config, Lookup | BrokenConfigLookup]:
+    """The config and a lookup on its Redis; for a broken config, defaults and no Redis.
+
+    A broken config is audited and then answered around (see BrokenConfigLookup),
+    by the handler and the server alike.
+    """
+    try:
+        config = load(config_path)
+        return config, Lookup(config.redis)
+    except ConfigError as error:
+        audit.send(audit.ERROR, f"cannot use configuration: {error}", PBS_ERROR="config")
+        return Config(config_path), BrokenConfigLookup(str(error))
 
 
 def serve(

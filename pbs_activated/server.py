@@ -30,9 +30,9 @@ import sys
 import time
 
 from pbs_activated import addresses, audit
-from pbs_activated.config import Config, ConfigError, load
+from pbs_activated.config import Config
 from pbs_activated.decision import decide, lookup_address
-from pbs_activated.policy import BrokenConfigLookup, audit_entry
+from pbs_activated.policy import BrokenConfigLookup, audit_entry, config_and_lookup
 from pbs_activated.protocol import (
     LimitExceeded,
     RequestParser,
@@ -62,13 +62,7 @@ def main(config_path: str) -> int:
     except NoListeningSocket as error:
         print(f"pbs-activated: policy-server: {error}", file=sys.stderr)
         return 2
-    try:
-        config = load(config_path)
-        lookup: Lookup | BrokenConfigLookup = Lookup(config.redis)
-    except ConfigError as error:
-        audit.send(audit.ERROR, f"cannot use configuration: {error}", PBS_ERROR="config")
-        config = Config(config_path)
-        lookup = BrokenConfigLookup(str(error))
+    config, lookup = config_and_lookup(config_path)
     try:
         Server(listener, config, lookup).run()
         return 0
