@@ -244,6 +244,7 @@ def main() -> int:
             report = measure(bench, options.connections, options.rounds)
             if not options.no_variants:
                 report += variants(bench, options.connections // 2)
+                report += unix_socket_throughput(bench, options.rounds)
         finally:
             entries = bench.stop()
     report.append(f"audit entries received from our handler: {entries}")
@@ -378,6 +379,34 @@ def variants(bench: Bench, count: int) -> list[str]:
         lines.append(f"  {name:<58} {value:6.2f}  {value / medians[0]:.2f}x")
     return lines
 
+
+
+
+def unix_socket_throughput(bench: Bench, rounds: int) -> list[str]:
+    """Steady throughput with Redis on its unix socket instead of loopback TCP, vs the seed.
+
+    For orientation, not a goal: the seed reaches Redis by TCP as its article
+    says, and Debian's redis-server has no unix socket until `unixsocket` is
+    set. A loopback TCP send runs Redis's side of TCP in the sender's system
+    call, so a site with a local Redis gains by enabling it.
+    """
+    progress(f"steady throughput with Redis on a unix socket, {rounds} rounds")
+    assert bench.seed is not None
+    config = bench.directory / "unix-steady.toml"
+    config.write_text(f'[redis]\nurl = "{bench.redis.unix_url}"\n')
+    cache = bench.directory / "unix-steady-cache"
+    cache.mkdir()
+    unix = bench.ours("unix-steady", PBS_ACTIVATED_CONFIG=str(config), CACHE_DIRECTORY=str(cache))
+    lines = ["", "steady, our handler with Redis on a unix socket, vs the seed (on TCP):"]
+    for shape in ((16, 500), (1, 3000)):
+        ratios = []
+        for _ in range(rounds):
+            ours = steady(unix.path, OUR_ANSWER, *shape)
+            unix.wait_idle()
+            ratios.append(ours / steady(bench.seed.path, SEED_ANSWER, *shape))
+        lines.append(f"  {shape[0]} x {shape[1]}: {statistics.median(ratios):.2f}x "
+                     f"(rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
+    return lines
 
 
 if __name__ == "__main__":
