@@ -94,7 +94,7 @@ def listening_socket(environment: dict[str, str], pid: int) -> _socket.socket:
 
 
 class Connection:
-    """One Postfix connection: its descriptor, its parser and when it last spoke."""
+    """One Postfix connection: its descriptor and the parser of what it sends."""
 
     __slots__ = ("fd", "parser")
 
@@ -289,7 +289,7 @@ class Server:
 
 
 class UserFor:
-    """`user_for` for decide, answered from one round's MGET.
+    """`user_for` for decide, answered from one round's lookup (GET or MGET).
 
     An address the round did not fetch is looked up on its own, and a failed
     MGET is the failure of every lookup of the round: the requests get the
