@@ -151,8 +151,8 @@ class Lookup:
         """The reply to the prefetch, by key; empty (and the connection dropped) on failure.
 
         A failure is not reported here: the lookup that wanted the reply asks
-        again on a new connection, within its own timeout, as for any kept
-        connection that failed.
+        again on a new connection, as for any kept connection that failed, within
+        what is left of the timeout that started with the prefetch.
         """
         keys, self._asked = self._asked, []
         try:
