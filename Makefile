@@ -36,7 +36,7 @@ $(VENV)/.stamp: Makefile
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check pbs_activated tests bench
-	$(VENV)/bin/ruff format --check pbs_activated
+	$(VENV)/bin/ruff format --check pbs_activated tests
 	$(VENV)/bin/mypy
 
 unit: deps

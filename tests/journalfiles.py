@@ -76,21 +76,31 @@ def entry(
 def forged(message: str, at: float | None = None, uid: int = 1000) -> dict[str, str]:
     """What `logger -t dovecot MESSAGE` run by a local user leaves in the journal."""
     return entry(
-        message, unit=f"session-{uid}.scope", at=at, identifier="dovecot",
-        _UID=str(uid), _GID=str(uid), _COMM="logger", _EXE="/usr/bin/logger",
+        message,
+        unit=f"session-{uid}.scope",
+        at=at,
+        identifier="dovecot",
+        _UID=str(uid),
+        _GID=str(uid),
+        _COMM="logger",
+        _EXE="/usr/bin/logger",
         _SYSTEMD_SLICE=f"user-{uid}.slice",
     )
 
 
 def dovecot_login(
-    address: str, user: str = "alice", protocol: str = "pop3", at: float | None = None,
+    address: str,
+    user: str = "alice",
+    protocol: str = "pop3",
+    at: float | None = None,
     unit: str | None = "dovecot.service",
 ) -> dict[str, str]:
     """A successful Dovecot 2.3 login line from the mail server's unit."""
     return entry(
         f"{protocol}-login: Login: user=<{user}>, method=PLAIN, rip={address}, "
         f"lip=192.0.2.1, mpid=4242, TLS, session=<gB9Fq5OZaM/AAAAAAAAAAAAAB>",
-        unit=unit, at=at,
+        unit=unit,
+        at=at,
     )
 
 
@@ -125,7 +135,9 @@ class JournalWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [JOURNAL_REMOTE, f"--output={path}", "-"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def append(self, *records: Mapping[str, str]) -> None:
@@ -213,7 +225,11 @@ class ReaderProcess:
     """`pbs-activated journal --directory DIR` as systemd would run it, with its own state."""
 
     def __init__(
-        self, tmp_path: Path, config: Path, directory: Path, audit_socket: Path | None = None,
+        self,
+        tmp_path: Path,
+        config: Path,
+        directory: Path,
+        audit_socket: Path | None = None,
         environment: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
@@ -236,7 +252,9 @@ class ReaderProcess:
         self.notify_path.parent.mkdir(exist_ok=True)
         self.notify = NotifySink(self.notify_path)
         environment = dict(
-            os.environ, PYTHONPATH=str(REPO), STATE_DIRECTORY=str(self.state),
+            os.environ,
+            PYTHONPATH=str(REPO),
+            STATE_DIRECTORY=str(self.state),
             NOTIFY_SOCKET=str(self.notify_path),
         )
         environment.update(self.extra_environment)
@@ -244,9 +262,19 @@ class ReaderProcess:
             environment["PBS_ACTIVATED_JOURNAL_SOCKET"] = str(self.audit_socket)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "pbs_activated", "--config", str(self.config), "journal",
-                 "--directory", str(self.directory)],
-                env=environment, stdout=log, stderr=log,
+                [
+                    PYTHON,
+                    "-m",
+                    "pbs_activated",
+                    "--config",
+                    str(self.config),
+                    "journal",
+                    "--directory",
+                    str(self.directory),
+                ],
+                env=environment,
+                stdout=log,
+                stderr=log,
             )
         if wait_ready:
             self.wait_ready()

@@ -93,8 +93,12 @@ def test_forged_lines_authorize_nothing(
     records = [
         forged(line.format("203.0.113.1")),  # logger -t dovecot in a login session
         entry(line.format("203.0.113.2"), unit=None),  # no unit at all
-        entry(line.format("203.0.113.3"), unit="user@1000.service",  # a user's own "dovecot"
-              _SYSTEMD_USER_UNIT="dovecot.service", _UID="1000"),
+        entry(
+            line.format("203.0.113.3"),
+            unit="user@1000.service",  # a user's own "dovecot"
+            _SYSTEMD_USER_UNIT="dovecot.service",
+            _UID="1000",
+        ),
         entry(line.format("203.0.113.4"), unit="cron.service", identifier="dovecot"),
         entry(line.format("203.0.113.5"), unit="dovecot.service.evil"),
     ]
@@ -113,7 +117,8 @@ def test_untrusted_transports_of_the_unit_authorize_nothing(
         entry(line.format("192.0.2.21"), transport="journal"),
     ]
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == {
-        "192.0.2.20", "192.0.2.21"
+        "192.0.2.20",
+        "192.0.2.21",
     }
 
 
@@ -121,12 +126,18 @@ def test_failed_and_aborted_logins_authorize_nothing(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     records = [
-        entry("pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<alice>, "
-              "method=PLAIN, rip=203.0.113.9, lip=192.0.2.1, session=<a>"),
-        entry("imap-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<alice>, "
-              "method=PLAIN, rip=203.0.113.10, lip=192.0.2.1, TLS, session=<b>"),
-        entry("pop3-login: Disconnected: Connection closed (auth failed, 1 attempts in 0 secs): "
-              "user=<alice>, method=PLAIN, rip=203.0.113.11, lip=192.0.2.1, session=<c>"),
+        entry(
+            "pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<alice>, "
+            "method=PLAIN, rip=203.0.113.9, lip=192.0.2.1, session=<a>"
+        ),
+        entry(
+            "imap-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<alice>, "
+            "method=PLAIN, rip=203.0.113.10, lip=192.0.2.1, TLS, session=<b>"
+        ),
+        entry(
+            "pop3-login: Disconnected: Connection closed (auth failed, 1 attempts in 0 secs): "
+            "user=<alice>, method=PLAIN, rip=203.0.113.11, lip=192.0.2.1, session=<c>"
+        ),
     ]
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == set()
 
@@ -135,20 +146,28 @@ def test_injected_user_name_authorizes_only_the_real_address(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     injected = "x>, method=PLAIN, rip=192.0.2.50, lip=192.0.2.1, mpid=1, session=<y"
-    records = [dovecot_login("203.0.113.12", user=injected),
-               dovecot_login("203.0.113.13", user="alice, rip=192.0.2.51")]
+    records = [
+        dovecot_login("203.0.113.12", user=injected),
+        dovecot_login("203.0.113.13", user="alice, rip=192.0.2.51"),
+    ]
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == {
-        "203.0.113.12", "203.0.113.13"
+        "203.0.113.12",
+        "203.0.113.13",
     }
 
 
 def test_ipv6_and_ipv4_mapped_addresses_are_stored_normalised(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
-    records = [dovecot_login("2001:DB8:0::0:10"), dovecot_login("::ffff:192.0.2.30"),
-               entry("LOGIN, user=bob, ip=[::ffff:192.0.2.31], port=[40211]")]
+    records = [
+        dovecot_login("2001:DB8:0::0:10"),
+        dovecot_login("::ffff:192.0.2.30"),
+        entry("LOGIN, user=bob, ip=[::ffff:192.0.2.31], port=[40211]"),
+    ]
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == {
-        "2001:db8::10", "192.0.2.30", "192.0.2.31"
+        "2001:db8::10",
+        "192.0.2.30",
+        "192.0.2.31",
     }
 
 
@@ -156,18 +175,33 @@ def test_loopback_link_local_and_ignored_networks_are_never_authorized(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     configure(reader, redis_server, '[authorization]\nignore = ["10.0.0.0/8", "2001:db8:1::/48"]\n')
-    records = [dovecot_login(address) for address in (
-        "127.0.0.1", "::1", "::ffff:127.0.0.1", "169.254.1.1", "fe80::1", "10.1.2.3",
-        "2001:db8:1::5", "192.0.2.32")]
+    records = [
+        dovecot_login(address)
+        for address in (
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "169.254.1.1",
+            "fe80::1",
+            "10.1.2.3",
+            "2001:db8:1::5",
+            "192.0.2.32",
+        )
+    ]
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == {"192.0.2.32"}
 
 
 def test_courier_and_site_pattern_logins_from_their_units(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
-    configure(reader, redis_server, (
-        '[journal]\nunits = ["dovecot.service", "courier-pop.service", "webmail.service"]\n'
-        'pattern = \'webmail: login (?P<user>\\S+) from (?P<address>[0-9a-f.:]+)\'\n'))
+    configure(
+        reader,
+        redis_server,
+        (
+            '[journal]\nunits = ["dovecot.service", "courier-pop.service", "webmail.service"]\n'
+            "pattern = 'webmail: login (?P<user>\\S+) from (?P<address>[0-9a-f.:]+)'\n"
+        ),
+    )
     records = [
         entry("LOGIN, user=bob, ip=[::ffff:192.0.2.40], port=[40211]", unit="courier-pop.service"),
         entry("LOGIN FAILED, user=bob, ip=[::ffff:203.0.113.40]", unit="courier-pop.service"),
@@ -176,7 +210,8 @@ def test_courier_and_site_pattern_logins_from_their_units(
         entry("webmail: login eve from 203.0.113.42", unit="evil.service"),
     ]
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == {
-        "192.0.2.40", "192.0.2.41"
+        "192.0.2.40",
+        "192.0.2.41",
     }
 
 
@@ -194,15 +229,19 @@ def test_real_debian_dovecot_entries_give_exactly_the_successful_logins(
     fixture = REPO / "tests" / "system" / "fixtures" / "dovecot-login-lines.txt"
     if not fixture.exists():
         pytest.skip("no recorded Dovecot lines")
-    records = [json.loads(line) for line in fixture.read_text().splitlines()
-               if line.startswith("{")]
+    records = [
+        json.loads(line) for line in fixture.read_text().splitlines() if line.startswith("{")
+    ]
     shift = time.time() * 1_000_000 - int(records[-1]["__REALTIME_TIMESTAMP"]) - 60_000_000
     for record in records:  # recorded hours ago: move them into the window, order kept
         record.pop("__CURSOR")
         record["__REALTIME_TIMESTAMP"] = str(int(record["__REALTIME_TIMESTAMP"]) + int(shift))
         record["__MONOTONIC_TIMESTAMP"] = str(int(record["__MONOTONIC_TIMESTAMP"]))
     assert run_until_sentinel(reader, redis_server, journal_dir, records) == {
-        "192.0.2.10", "192.0.2.11", "2001:db8::10", "2001:db8::11"
+        "192.0.2.10",
+        "192.0.2.11",
+        "2001:db8::10",
+        "2001:db8::11",
     }
 
 
@@ -210,8 +249,12 @@ def test_each_authorization_is_one_audit_entry_with_its_fields(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path, audit_sink: AuditSink
 ) -> None:
     at = int(time.time()) - 30
-    run_until_sentinel(reader, redis_server, journal_dir, [
-        dovecot_login("192.0.2.60", user="alice", at=at), dovecot_login("127.0.0.1")])
+    run_until_sentinel(
+        reader,
+        redis_server,
+        journal_dir,
+        [dovecot_login("192.0.2.60", user="alice", at=at), dovecot_login("127.0.0.1")],
+    )
     entries = audit_sink.collect(timeout=2, until=2)
     assert [e["PBS_CLIENT_ADDRESS"] for e in entries] == ["192.0.2.60", SENTINEL]
     first = entries[0]
@@ -227,9 +270,16 @@ def test_a_later_login_extends_the_window_and_an_earlier_one_does_not_shorten_it
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     now = time.time()
-    run_until_sentinel(reader, redis_server, journal_dir, [
-        dovecot_login("192.0.2.61", at=now - 300), dovecot_login("192.0.2.61", at=now - 100),
-        dovecot_login("192.0.2.62", at=now - 50)])
+    run_until_sentinel(
+        reader,
+        redis_server,
+        journal_dir,
+        [
+            dovecot_login("192.0.2.61", at=now - 300),
+            dovecot_login("192.0.2.61", at=now - 100),
+            dovecot_login("192.0.2.62", at=now - 50),
+        ],
+    )
     client = redis_server.client()
     assert client.pexpiretime(key("192.0.2.61")) == int((now - 100) * 1e6) // 1000 + LIFETIME * 1000
     writer = JournalWriter(journal_dir / "system.journal")
@@ -257,9 +307,14 @@ def test_login_found_after_a_resume_but_already_past_its_window_is_skipped(
 
     configure(reader, redis_server, "[authorization]\nlifetime = 60\n")
     now = time.time()
-    write_journal(journal_dir / "system.journal", [
-        entry("dovecot: master: Dovecot v2.3.19.1 starting up", at=now - 300),
-        dovecot_login("192.0.2.72", at=now - 120), dovecot_login("192.0.2.73", at=now - 20)])
+    write_journal(
+        journal_dir / "system.journal",
+        [
+            entry("dovecot: master: Dovecot v2.3.19.1 starting up", at=now - 300),
+            dovecot_login("192.0.2.72", at=now - 120),
+            dovecot_login("192.0.2.73", at=now - 20),
+        ],
+    )
     first = journal.Reader(path=str(journal_dir)).get_next()
     (reader.state / "cursor").write_text(first["__CURSOR"] + "\n")
     reader.start()
@@ -303,9 +358,11 @@ def test_a_cursor_no_longer_in_the_journal_rereads_one_lifetime(
 ) -> None:
     (reader.state / "cursor").write_text(
         "s=0123456789abcdef0123456789abcdef;i=42;b=5b0e1c2d3a4f45e6a7b8c9d0e1f2a3b4;"
-        "m=1;t=5f0000000000;x=1\n")
+        "m=1;t=5f0000000000;x=1\n"
+    )
     assert run_until_sentinel(reader, redis_server, journal_dir, [dovecot_login("192.0.2.83")]) == {
-        "192.0.2.83"}
+        "192.0.2.83"
+    }
     assert "no longer in the journal" in reader.output()
 
 
@@ -314,7 +371,8 @@ def test_a_damaged_cursor_file_rereads_one_lifetime(
 ) -> None:
     (reader.state / "cursor").write_text("not a cursor\n")
     assert run_until_sentinel(reader, redis_server, journal_dir, [dovecot_login("192.0.2.84")]) == {
-        "192.0.2.84"}
+        "192.0.2.84"
+    }
 
 
 def test_reader_follows_appends_and_new_files_as_they_are_written(
@@ -347,8 +405,10 @@ def test_the_cursor_is_saved_once_everything_is_read(
 def test_a_site_pattern_without_an_address_group_stops_the_reader(
     tmp_path: Path, redis_server: RedisServer, journal_dir: Path
 ) -> None:
-    config = write_config(tmp_path / "bad.toml", (
-        f'[redis]\nurl = "{redis_server.url}"\n[journal]\npattern = "login (?P<user>\\\\S+)"\n'))
+    config = write_config(
+        tmp_path / "bad.toml",
+        (f'[redis]\nurl = "{redis_server.url}"\n[journal]\npattern = "login (?P<user>\\\\S+)"\n'),
+    )
     result = run_cli("journal", "--directory", str(journal_dir), config=config, check=False)
     assert result.returncode == 2
     assert "(?P<address>...)" in result.stderr
@@ -357,8 +417,10 @@ def test_a_site_pattern_without_an_address_group_stops_the_reader(
 def test_a_bad_ignore_network_stops_the_reader(
     tmp_path: Path, redis_server: RedisServer, journal_dir: Path
 ) -> None:
-    config = write_config(tmp_path / "bad.toml", (
-        f'[redis]\nurl = "{redis_server.url}"\n[authorization]\nignore = ["10.0.0.0/33"]\n'))
+    config = write_config(
+        tmp_path / "bad.toml",
+        (f'[redis]\nurl = "{redis_server.url}"\n[authorization]\nignore = ["10.0.0.0/33"]\n'),
+    )
     result = run_cli("journal", "--directory", str(journal_dir), config=config, check=False)
     assert result.returncode == 2
     assert "10.0.0.0/33" in result.stderr
@@ -386,8 +448,9 @@ def test_the_watchdog_is_pinged_while_idle(
     tmp_path: Path, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     config = write_config(tmp_path / "pbs.toml", f'[redis]\nurl = "{redis_server.url}"\n')
-    process = ReaderProcess(tmp_path, config, journal_dir, environment={
-        "WATCHDOG_USEC": "200000", "WATCHDOG_PID": ""})
+    process = ReaderProcess(
+        tmp_path, config, journal_dir, environment={"WATCHDOG_USEC": "200000", "WATCHDOG_PID": ""}
+    )
     write_journal(journal_dir / "system.journal", [dovecot_login("192.0.2.94")])
     try:
         process.start()
@@ -425,8 +488,9 @@ def test_an_unusable_state_directory_is_reported_and_logins_still_count(
     tmp_path: Path, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     config = write_config(tmp_path / "pbs.toml", f'[redis]\nurl = "{redis_server.url}"\n')
-    process = ReaderProcess(tmp_path, config, journal_dir, environment={
-        "STATE_DIRECTORY": str(tmp_path / "missing")})
+    process = ReaderProcess(
+        tmp_path, config, journal_dir, environment={"STATE_DIRECTORY": str(tmp_path / "missing")}
+    )
     write_journal(journal_dir / "system.journal", [dovecot_login("192.0.2.99")])
     try:
         process.start()
@@ -445,8 +509,9 @@ def test_a_config_under_which_no_login_could_count_stops_the_reader(
     tmp_path: Path, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     for journal in ("units = []", "formats = []"):
-        config = write_config(tmp_path / "bad.toml", (
-            f'[redis]\nurl = "{redis_server.url}"\n[journal]\n{journal}\n'))
+        config = write_config(
+            tmp_path / "bad.toml", (f'[redis]\nurl = "{redis_server.url}"\n[journal]\n{journal}\n')
+        )
         result = run_cli("journal", "--directory", str(journal_dir), config=config, check=False)
         assert result.returncode == 2, journal
         assert "no login could ever count" in result.stderr

@@ -35,7 +35,10 @@ def imports_tomllib(config: Path, environment: dict[str, str]) -> bool:
         f"load({str(config)!r}); print('tomllib' in sys.modules)"
     )
     result = subprocess.run(
-        [PYTHON, "-I", "-S", "-c", code], env=environment, capture_output=True, text=True,
+        [PYTHON, "-I", "-S", "-c", code],
+        env=environment,
+        capture_output=True,
+        text=True,
         check=True,
     )
     return result.stdout.strip() == "True"
@@ -66,7 +69,7 @@ def test_a_cached_file_is_read_without_tomllib(tmp_path: Path, cache_directory: 
 
 
 def test_a_file_of_comments_is_read_without_tomllib(tmp_path: Path) -> None:
-    config = write(tmp_path / "c.toml", "# [redis]\n#url = \"redis://x\"\n\n   # note\n")
+    config = write(tmp_path / "c.toml", '# [redis]\n#url = "redis://x"\n\n   # note\n')
     assert not imports_tomllib(config, {})
     assert load(str(config)).redis.url == "redis://127.0.0.1:6379/0"
 

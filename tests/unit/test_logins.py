@@ -24,25 +24,45 @@ FIXTURES = REPO / "tests" / "system" / "fixtures" / "dovecot-login-lines.txt"
 # without TLS, `secured`, `%k`, a file log's `Info: ` prefix, and older lines
 # without mpid/session.
 DOVECOT_SUCCESSES = [
-    ("pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, "
-     "mpid=1234, session=<abcd>", Login("alice", "192.0.2.10", "pop3")),
-    ("imap-login: Login: user=<alice>, method=PLAIN, rip=2001:db8::10, lip=2001:db8::1, "
-     "mpid=1235, session=<01mxDgxhM5MgAQ24AAAAAAAAAAAAAAAQ>",
-     Login("alice", "2001:db8::10", "imap")),
-    ("imap-login: Login: user=<bob@example.org>, method=PLAIN, rip=198.51.100.7, "
-     "lip=192.0.2.1, mpid=17304, TLS, session=<fI331X4hMwB/AAAB>",
-     Login("bob@example.org", "198.51.100.7", "imap")),
-    ("imap-login: Login: user=<bob>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, "
-     "mpid=126803, secured, session=<GIYZ4Z+GaCt/AAAB>", Login("bob", "198.51.100.7", "imap")),
-    ("pop3-login: Login: user=<carol>, method=SCRAM-SHA-256, rip=::ffff:203.0.113.9, "
-     "lip=::ffff:192.0.2.1, mpid=99, TLS, TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 "
-     "(256/256 bits), session=<x+y/z>", Login("carol", "::ffff:203.0.113.9", "pop3")),
-    ("pop3-login: Info: Login: user=<dave>, method=PLAIN, rip=192.0.2.44, lip=192.0.2.1, "
-     "mpid=7, session=<q>", Login("dave", "192.0.2.44", "pop3")),
-    ("imap-login: Login: user=<erin>, method=LOGIN, rip=192.0.2.45, lip=192.0.2.1, TLS",
-     Login("erin", "192.0.2.45", "imap")),
-    ("imap-login: Login: user=<frank>, method=PLAIN, rip=192.0.2.46, lip=192.0.2.1",
-     Login("frank", "192.0.2.46", "imap")),
+    (
+        "pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, "
+        "mpid=1234, session=<abcd>",
+        Login("alice", "192.0.2.10", "pop3"),
+    ),
+    (
+        "imap-login: Login: user=<alice>, method=PLAIN, rip=2001:db8::10, lip=2001:db8::1, "
+        "mpid=1235, session=<01mxDgxhM5MgAQ24AAAAAAAAAAAAAAAQ>",
+        Login("alice", "2001:db8::10", "imap"),
+    ),
+    (
+        "imap-login: Login: user=<bob@example.org>, method=PLAIN, rip=198.51.100.7, "
+        "lip=192.0.2.1, mpid=17304, TLS, session=<fI331X4hMwB/AAAB>",
+        Login("bob@example.org", "198.51.100.7", "imap"),
+    ),
+    (
+        "imap-login: Login: user=<bob>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, "
+        "mpid=126803, secured, session=<GIYZ4Z+GaCt/AAAB>",
+        Login("bob", "198.51.100.7", "imap"),
+    ),
+    (
+        "pop3-login: Login: user=<carol>, method=SCRAM-SHA-256, rip=::ffff:203.0.113.9, "
+        "lip=::ffff:192.0.2.1, mpid=99, TLS, TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 "
+        "(256/256 bits), session=<x+y/z>",
+        Login("carol", "::ffff:203.0.113.9", "pop3"),
+    ),
+    (
+        "pop3-login: Info: Login: user=<dave>, method=PLAIN, rip=192.0.2.44, lip=192.0.2.1, "
+        "mpid=7, session=<q>",
+        Login("dave", "192.0.2.44", "pop3"),
+    ),
+    (
+        "imap-login: Login: user=<erin>, method=LOGIN, rip=192.0.2.45, lip=192.0.2.1, TLS",
+        Login("erin", "192.0.2.45", "imap"),
+    ),
+    (
+        "imap-login: Login: user=<frank>, method=PLAIN, rip=192.0.2.46, lip=192.0.2.1",
+        Login("frank", "192.0.2.46", "imap"),
+    ),
 ]
 
 DOVECOT_FAILURES = [
@@ -103,39 +123,52 @@ def test_real_debian_dovecot_lines_give_exactly_the_successful_logins() -> None:
 
 def test_injected_user_name_cannot_smuggle_an_address() -> None:
     injected = "x>, method=PLAIN, rip=192.0.2.50, lip=192.0.2.1, mpid=1, session=<y"
-    message = (f"imap-login: Login: user=<{injected}>, method=PLAIN, rip=203.0.113.5, "
-               f"lip=192.0.2.1, mpid=9, TLS, session=<abc>")
+    message = (
+        f"imap-login: Login: user=<{injected}>, method=PLAIN, rip=203.0.113.5, "
+        f"lip=192.0.2.1, mpid=9, TLS, session=<abc>"
+    )
     assert parse_dovecot(message) == Login(injected, "203.0.113.5", "imap")
 
 
 def test_user_name_with_rip_suffix_cannot_replace_the_real_address() -> None:
-    message = ("pop3-login: Login: user=<alice, rip=192.0.2.50>, method=PLAIN, "
-               "rip=203.0.113.5, lip=192.0.2.1, mpid=9, session=<abc>")
+    message = (
+        "pop3-login: Login: user=<alice, rip=192.0.2.50>, method=PLAIN, "
+        "rip=203.0.113.5, lip=192.0.2.1, mpid=9, session=<abc>"
+    )
     login = parse_dovecot(message)
     assert login is not None and login.address == "203.0.113.5"
 
 
 def test_text_after_the_last_element_is_not_a_login() -> None:
-    message = ("pop3-login: Login: user=<alice>, method=PLAIN, rip=203.0.113.5, "
-               "lip=192.0.2.1, mpid=9, session=<abc>, rip=192.0.2.50")
+    message = (
+        "pop3-login: Login: user=<alice>, method=PLAIN, rip=203.0.113.5, "
+        "lip=192.0.2.1, mpid=9, session=<abc>, rip=192.0.2.50"
+    )
     assert parse_dovecot(message) is None
 
 
 def test_text_before_the_service_is_not_a_login() -> None:
-    message = ("hello pop3-login: Login: user=<alice>, method=PLAIN, rip=203.0.113.5, "
-               "lip=192.0.2.1")
+    message = (
+        "hello pop3-login: Login: user=<alice>, method=PLAIN, rip=203.0.113.5, " "lip=192.0.2.1"
+    )
     assert parse_dovecot(message) is None
 
 
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("LOGIN, user=alice, ip=[::ffff:192.0.2.7], port=[40211]",
-         Login("alice", "::ffff:192.0.2.7", "pop3")),
-        ("LOGIN, user=bob@example.org, ip=[2001:db8::7], port=[51234], protocol=IMAP",
-         Login("bob@example.org", "2001:db8::7", "imap")),
-        ("LOGIN, user=carol, ip=[::ffff:192.0.2.8], port=[110], protocol=POP3",
-         Login("carol", "::ffff:192.0.2.8", "pop3")),
+        (
+            "LOGIN, user=alice, ip=[::ffff:192.0.2.7], port=[40211]",
+            Login("alice", "::ffff:192.0.2.7", "pop3"),
+        ),
+        (
+            "LOGIN, user=bob@example.org, ip=[2001:db8::7], port=[51234], protocol=IMAP",
+            Login("bob@example.org", "2001:db8::7", "imap"),
+        ),
+        (
+            "LOGIN, user=carol, ip=[::ffff:192.0.2.8], port=[110], protocol=POP3",
+            Login("carol", "::ffff:192.0.2.8", "pop3"),
+        ),
     ],
 )
 def test_courier_successful_login_is_parsed(message: str, expected: Login) -> None:
