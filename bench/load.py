@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cpu import CpuMeter
+
 ANSWER_TIMEOUT = 30.0
 
 REQUEST_ATTRIBUTES = (
@@ -139,15 +141,20 @@ def storm(path: Path, expected: bytes, count: int) -> float:
     return elapsed
 
 
-def steady(path: Path, expected: bytes, connections: int, requests: int) -> float:
+def steady(
+    path: Path, expected: bytes, connections: int, requests: int, cpu: CpuMeter | None = None
+) -> float:
     """Requests per second of `connections` established connections sending `requests` each.
 
     Every connection first gets one answer, so a per-connection handler has
-    started and reached Redis before the clock starts.
+    started and reached Redis before the clock starts; `cpu`, if given, meters
+    the same span.
     """
     with held_connections(path, expected, connections) as held:
         remaining = {connection: requests for connection in held}
         with selectors.DefaultSelector() as selector:
+            if cpu is not None:
+                cpu.start()
             started = time.perf_counter()
             for connection in held:
                 selector.register(connection.socket, selectors.EVENT_READ, connection)
@@ -168,6 +175,8 @@ def steady(path: Path, expected: bytes, connections: int, requests: int) -> floa
                         selector.unregister(connection.socket)
                         active -= 1
             elapsed = time.perf_counter() - started
+            if cpu is not None:
+                cpu.stop(connections * requests)
     return connections * requests / elapsed
 
 

@@ -27,13 +27,16 @@ table says so): a measurement is not a test.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from cpu import CpuMeter
 from load import (
     first_answer_times,
     held_connections,
@@ -120,6 +123,18 @@ class Bench:
         """Our handler; `changes` override the environment (an empty value removes it)."""
         environment = {k: v for k, v in dict(self.environment, **changes).items() if v}
         return self.activated(name, command or shipped_handler_command(), accept, **environment)
+
+    def cpu_meter(self, service_pids: Callable[[], list[int]]) -> CpuMeter:
+        """A meter of a service's processes with Redis, the audit sink and this load client."""
+        redis, sink = self.redis.process.pid, self.sink.process.pid
+        return CpuMeter(
+            lambda: {
+                "service": service_pids(),
+                "redis": [redis],
+                "journal": [sink],
+                "client": [os.getpid()],
+            }
+        )
 
     def start_seed(self) -> SeedServer:
         directory = self.directory
@@ -278,15 +293,22 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
     server = bench.ours("server", shipped_handler_command(SERVER_UNIT), accept=False)
     server_start = first_answer_times(server.path, OUR_ANSWER, 1)[0]  # its first start
     rates, round_ratios, server_rates, server_ratios = {}, {}, {}, {}
+    cpu_rows = []
     for shape in ((16, 500), (1, 3000)):
         our_rates, seed_rates, ceiling_rates, serving = [], [], [], []
+        meters = {
+            "seed": bench.cpu_meter(lambda: [seed.pid]),
+            "handler": bench.cpu_meter(ours.handler_pids),
+            "server": bench.cpu_meter(lambda: [server.listener_pid]),
+            "ceiling": bench.cpu_meter(ceiling.handler_pids),
+        }
         for _ in range(rounds):
-            our_rates.append(steady(ours.path, OUR_ANSWER, *shape))
+            our_rates.append(steady(ours.path, OUR_ANSWER, *shape, cpu=meters["handler"]))
             ours.wait_idle()
-            seed_rates.append(steady(seed.path, SEED_ANSWER, *shape))
-            ceiling_rates.append(steady(ceiling.path, OUR_ANSWER, *shape))
+            seed_rates.append(steady(seed.path, SEED_ANSWER, *shape, cpu=meters["seed"]))
+            ceiling_rates.append(steady(ceiling.path, OUR_ANSWER, *shape, cpu=meters["ceiling"]))
             ceiling.wait_idle()
-            serving.append(steady(server.path, OUR_ANSWER, *shape))
+            serving.append(steady(server.path, OUR_ANSWER, *shape, cpu=meters["server"]))
         floor_rate = steady(floor.path, FLOOR_ANSWER, *shape)
         floor.wait_idle()
         rates[shape] = (
@@ -296,6 +318,9 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         round_ratios[shape] = [o / b for o, b in zip(our_rates, seed_rates, strict=True)]
         server_rates[shape] = (statistics.median(seed_rates), statistics.median(serving))
         server_ratios[shape] = [o / b for o, b in zip(serving, seed_rates, strict=True)]
+        measured = {"seed": seed_rates, "handler": our_rates, "server": serving,
+                    "ceiling": ceiling_rates}
+        cpu_rows += cpu_lines(shape, meters, {k: statistics.median(v) for k, v in measured.items()})
 
     with held_connections(server.path, OUR_ANSWER, 16):
         time.sleep(0.2)
@@ -339,7 +364,31 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         f"    RSS holding 16 connections {server_rss / 1024:.1f} MiB "
         f"(16 handlers: {16 * our_rss / 1024:.1f} MiB)",
         f"  our handler's imports (-X importtime, top level summed): {handler_import_ms():.1f} ms",
+        "",
+        "CPU per request, us (user + system over every round), of each process it passes:",
+        "the service, Redis, the audit socket's reader (journald's stand-in) and the load",
+        "client; what that lets two cores serve at most, against what was measured:",
+        *cpu_rows,
     ]
+
+
+def cpu_lines(
+    shape: tuple[int, int], meters: dict[str, CpuMeter], measured: dict[str, float]
+) -> list[str]:
+    """One line per service: its CPU per request by role, and the rate two cores allow."""
+    lines = []
+    for name, meter in meters.items():
+        spent = meter.microseconds_per_request()
+        parts = [spent.get(role, 0.0) for role in ("service", "redis", "journal", "client")]
+        total = sum(parts)
+        at_most = 2e6 / total if total else 0.0
+        label = f"{shape[0]}x{shape[1]}" if not lines else ""
+        lines.append(
+            f"  {label:<7} {name:<8} {parts[0]:5.1f} + {parts[1]:4.1f} + {parts[2]:4.1f} + "
+            f"{parts[3]:4.1f} = {total:5.1f}   at most {at_most:6.0f}/s, "
+            f"measured {measured[name]:6.0f}/s"
+        )
+    return lines
 
 
 def variants(bench: Bench, count: int) -> list[str]:
