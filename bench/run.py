@@ -248,7 +248,7 @@ class Figure:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=200, help="fresh connections each")
-    parser.add_argument("--rounds", type=int, default=9, help="rounds of each throughput figure")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of each throughput figure")
     parser.add_argument("--no-variants", action="store_true", help="skip the start-up variants")
     options = parser.parse_args()
     sys.path.insert(0, str(REPO))
