@@ -11,7 +11,10 @@ Every figure of issue #5's goals table comes from this one run, on this machine:
 
 The two steady figures are also taken for the Accept=no alternative,
 `pbs-activated policy-server` (units/pbs-policy-server.service), one process for
-all connections, started by systemd-socket-activate without --accept.
+all connections, started by systemd-socket-activate without --accept. For each
+steady figure the bench also reports the CPU per request of every process
+involved (bench/cpu.py), which says whether a figure is bound by CPU or by the
+wait from one process to the next.
 
 Our handler runs as the unit runs it (its ExecStart=, pointed at this
 checkout) under systemd-socket-activate --accept --inetd, with the config file
