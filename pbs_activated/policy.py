@@ -171,10 +171,19 @@ def answer(
 
 def prefetch(lookup: Lookup | BrokenConfigLookup, chunk: bytes) -> None:
     """Send the lookup of the RCPT request in `chunk`, if it holds one, before parsing it."""
-    guess = rcpt_client_address(chunk)
-    address = addresses.normalize_or_none(guess) if guess is not None else None
+    address = guessed_address(chunk)
     if address is not None:
         lookup.prefetch([address])
+
+
+def guessed_address(chunk: bytes) -> str | None:
+    """The normalised client address of the one RCPT request in `chunk`, unparsed; or None.
+
+    Only a guess to send the lookup early (handler and server alike): the parsed
+    request decides, and a lookup for another address does not use the reply.
+    """
+    guess = rcpt_client_address(chunk)
+    return addresses.normalize_or_none(guess) if guess is not None else None
 
 
 def write_all(fd: int, data: bytes) -> None:

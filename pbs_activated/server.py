@@ -29,16 +29,16 @@ import select
 import sys
 import time
 
-from pbs_activated import addresses, audit
+from pbs_activated import audit
 from pbs_activated.config import Config
 from pbs_activated.decision import decide, lookup_address
-from pbs_activated.policy import BrokenConfigLookup, audit_entry, config_and_lookup
-from pbs_activated.protocol import (
-    LimitExceeded,
-    RequestParser,
-    format_reply,
-    rcpt_client_address,
+from pbs_activated.policy import (
+    BrokenConfigLookup,
+    audit_entry,
+    config_and_lookup,
+    guessed_address,
 )
+from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
 from pbs_activated.store import Lookup, StoreUnavailable
 
 TYPE_CHECKING = False
@@ -176,9 +176,8 @@ class Server:
         Redis answers while we parse; the parsed requests decide.
         """
         chunks = self._read(ready)
-        guesses = {rcpt_client_address(chunk) for _, chunk in chunks}
-        found = {addresses.normalize_or_none(guess) for guess in guesses if guess is not None}
-        self.lookup.prefetch(sorted(address for address in found if address is not None))
+        guesses = {guessed_address(chunk) for _, chunk in chunks}
+        self.lookup.prefetch(sorted(address for address in guesses if address is not None))
         batch: list[tuple[Connection, list[Request], LimitExceeded | None]] = []
         for connection, chunk in chunks:
             try:
