@@ -154,11 +154,10 @@ class Notifier:
         the counts change with every login, and PID 1 turns each STATUS into a
         D-Bus signal, so a stream of logins must not become a stream of signals.
         """
-        state = status.partition(":")[0].partition(" (")[0]
         if status == self.status:
             return
         now = time.monotonic()
-        if state == self.status.partition(":")[0].partition(" (")[0] and (
+        if _state(status) == _state(self.status) and (
             now - self._status_sent < defaults.STATUS_INTERVAL
         ):
             return
@@ -171,6 +170,11 @@ class Notifier:
         if self.interval is not None and time.monotonic() >= self._next_ping:
             self._notify("WATCHDOG=1")
             self._next_ping = time.monotonic() + self.interval
+
+
+def _state(status: str) -> str:
+    """The state a STATUS line names, without its counts ("Following the journal")."""
+    return status.partition(":")[0].partition(" (")[0]
 
 
 class Counts:
