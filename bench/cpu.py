@@ -19,13 +19,20 @@ Snapshot = dict[str, dict[int, float]]
 """role -> pid -> CPU seconds so far."""
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system time of a process so far (all its threads); None if it is gone."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, from the state on; None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ")"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system time of a process so far (all its threads); None if it is gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND  # utime, stime
 
 

@@ -22,6 +22,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from cpu import stat_fields
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 PYTHON = "/usr/bin/python3"
@@ -67,11 +69,8 @@ def rss_kib(pid: int) -> int | None:
 
 def is_alive(pid: int) -> bool:
     """Tell whether a process exists and is not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def stop_process(process: subprocess.Popen[bytes], group: bool = True) -> None:
