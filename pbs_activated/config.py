@@ -37,6 +37,9 @@ class RedisSettings:
         "tls_ca_file",
         "tls_cert_file",
         "tls_key_file",
+        "url_set",
+        "credentials",
+        "admin_password_file",
     )
 
     def __init__(self) -> None:
@@ -57,6 +60,16 @@ class RedisSettings:
         self.tls_ca_file = defaults.TLS_CA_FILE
         self.tls_cert_file = defaults.TLS_CERT_FILE
         self.tls_key_file = defaults.TLS_KEY_FILE
+        self.url_set = False
+        """Whether the file names a url: the package's own store when it does not."""
+        self.credentials = defaults.STORE_CREDENTIALS
+        self.admin_password_file = defaults.ADMIN_PASSWORD_FILE
+
+    def component_users(self) -> bool:
+        """Whether each component logs in as its own ACL user (see defaults.STORE_CREDENTIALS)."""
+        if self.credentials == "auto":
+            return not (self.url_set or self.sentinels)
+        return self.credentials == "component"
 
 
 class AuthorizationSettings:
@@ -344,7 +357,14 @@ def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
     """Check the `[redis]` table and set it on `settings`."""
     if "url" in redis:
         settings.url = _string(redis, "url", "redis")
+        settings.url_set = True
     parse_redis_url(settings.url, settings)
+    if "credentials" in redis:
+        settings.credentials = _string(redis, "credentials", "redis")
+        if settings.credentials not in ("auto", "component", "url"):
+            raise ConfigError('[redis] credentials must be "auto", "component" or "url"')
+    if "admin_password_file" in redis:
+        settings.admin_password_file = _string(redis, "admin_password_file", "redis")
     if "timeout" in redis:
         settings.timeout = _number(redis, "timeout", "redis", 0.05, 60.0)
     if "password_file" in redis:
@@ -367,7 +387,9 @@ def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
         # A certificate without a key file is fine: the key may follow it in the same PEM.
         raise ConfigError("[redis] tls_key_file needs tls_cert_file")
     if settings.sentinels and settings.unix_path:
-        raise ConfigError("[redis] sentinels hand out TCP addresses: url must not be unix://")
+        if settings.url_set:
+            raise ConfigError("[redis] sentinels hand out TCP addresses: url must not be unix://")
+        parse_redis_url(defaults.SENTINEL_URL, settings)  # not the package's unix socket
     _refuse_unknown(redis, "redis", REDIS_KEYS)
 
 
@@ -383,6 +405,8 @@ REDIS_KEYS = (
     "tls_ca_file",
     "tls_cert_file",
     "tls_key_file",
+    "credentials",
+    "admin_password_file",
 )
 
 
@@ -451,14 +475,24 @@ def read_secret(path: str) -> str:
 
 
 def resolve_secrets(settings: RedisSettings) -> None:
-    """Take passwords from systemd credentials when the config names no file.
+    """Take the user and passwords from systemd credentials.
 
-    `LoadCredential=redis-password:/etc/...` in a unit puts the secret where only
-    that service can read it, which beats a password in a world-readable file.
+    `LoadCredential=store-password:/etc/pbs-activated/secrets/...` in a unit puts
+    the secret where only that service can read it, which beats a password in a
+    world-readable file. With component users, the unit also names its ACL user
+    (`SetCredential=store-user:pbs-policy`), so one config file serves the
+    handler, the reader and the CLI, each with its own rights.
     """
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
         return
+    if settings.component_users():
+        user_path = os.path.join(directory, defaults.STORE_USER_CREDENTIAL)
+        password_path = os.path.join(directory, defaults.STORE_PASSWORD_CREDENTIAL)
+        if os.path.exists(user_path):
+            settings.username = read_secret(user_path)
+        if os.path.exists(password_path):
+            settings.password = read_secret(password_path)
     for credential, attribute in (
         (defaults.REDIS_CREDENTIAL, "password"),
         (defaults.SENTINEL_CREDENTIAL, "sentinel_password"),

@@ -10,8 +10,39 @@ CONFIG_PATH = "/etc/pbs-activated/pbs-activated.toml"
 CONFIG_ENVIRONMENT = "PBS_ACTIVATED_CONFIG"
 
 # [redis]
-REDIS_URL = "redis://127.0.0.1:6379/0"
-"""Debian's redis-server listens on 127.0.0.1:6379 out of the box."""
+REDIS_URL = "unix:///run/pbs-store/store.sock"
+"""The package's own store, pbs-store.service: a unix socket in a directory only the
+services' group may enter, and no TCP listener, so no other local user can reach it."""
+
+STORE_ADMIN_URL = "unix:///run/pbs-store-admin.sock"
+"""How the CLI reaches the package's store: pbs-store-admin.socket, a proxy that root
+and the members of ADMIN_GROUP may connect to (the store's own directory is closed
+to them: its group is the services' alone, never a login group)."""
+
+STORE_CREDENTIALS = "auto"
+"""Whose user name and password a component logs in with (`[redis] credentials`).
+
+"component": its own ACL user (acl.py), named by the unit's `store-user` credential
+(the CLI: pbs-admin), with the secret of the unit's `store-password` credential
+(the CLI: ADMIN_PASSWORD_FILE). "url": only what the url, `password_file` or the
+`redis-password` credential say, as before 0.2.0. "auto": "component" while
+neither `url` nor `sentinels` is set (the package's own store), "url" once the
+administrator named a store, so an upgraded site that points at its own Redis
+keeps working unchanged; a cluster whose servers carry the ACL users says
+"component".
+"""
+
+STORE_USER_CREDENTIAL = "store-user"
+STORE_PASSWORD_CREDENTIAL = "store-password"
+
+SERVICES_GROUP = "pbs-activated"
+"""The group of the services that reach the store; no person is ever a member."""
+
+ADMIN_GROUP = "pbs-activated-admin"
+"""Members may run the admin commands, as root may: they can read the admin secret."""
+
+ADMIN_PASSWORD_FILE = "/etc/pbs-activated/secrets/pbs-admin"
+"""The pbs-admin user's secret: root:pbs-activated-admin, mode 0640 (made by postinst)."""
 
 REDIS_TIMEOUT = 1.5
 """Seconds one Redis operation may take, connection included.
@@ -35,6 +66,10 @@ SENTINEL_CREDENTIAL = "sentinel-password"
 
 SENTINELS: tuple[str, ...] = ()
 """`host:port` of Redis Sentinels; empty means `url` names the server directly."""
+
+SENTINEL_URL = "redis://"
+"""What `url` means with Sentinels when it is not set: TCP to whatever they name,
+no password in it, database 0 (the package's store is a local unix socket)."""
 
 SENTINEL_SERVICE = "pbs"
 SENTINEL_PASSWORD_FILE = ""

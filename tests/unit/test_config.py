@@ -17,6 +17,7 @@ def write(tmp_path: Path, text: str) -> str:
 def test_a_missing_file_means_defaults(tmp_path: Path) -> None:
     config = load(str(tmp_path / "absent.toml"))
     assert config.redis.host == "127.0.0.1" and config.redis.port == 6379 and config.redis.db == 0
+    assert config.redis.unix_path == "/run/pbs-store/store.sock"  # the package's own store
     assert config.authorization.lifetime == defaults.LIFETIME
     assert config.policy.unauthorized == "DUNNO"
 
@@ -111,3 +112,50 @@ def test_the_config_path_comes_from_option_environment_or_debian(
     monkeypatch.setenv(defaults.CONFIG_ENVIRONMENT, "/tmp/env.toml")
     assert config_path(None) == "/tmp/env.toml"
     assert config_path("/tmp/option.toml") == "/tmp/option.toml"
+
+
+def component_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What pbs-policy@.service hands the handler: its ACL user and that user's secret."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "store-user").write_text("pbs-policy")
+    (credentials / "store-password").write_text("policy-secret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+
+
+def test_the_packages_store_is_reached_as_the_units_own_acl_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    component_credentials(tmp_path, monkeypatch)
+    redis = load(str(tmp_path / "absent.toml")).redis
+    assert (redis.username, redis.password) == ("pbs-policy", "policy-secret")
+
+
+def test_a_url_set_by_the_administrator_keeps_its_own_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    component_credentials(tmp_path, monkeypatch)
+    redis = load(write(tmp_path, '[redis]\nurl = "redis://:open@127.0.0.1:6379/0"\n')).redis
+    assert (redis.username, redis.password) == ("", "open")
+
+
+def test_credentials_component_uses_the_acl_user_with_any_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    component_credentials(tmp_path, monkeypatch)
+    text = '[redis]\nurl = "redis://192.0.2.5:6379/0"\ncredentials = "component"\n'
+    redis = load(write(tmp_path, text)).redis
+    assert (redis.username, redis.password) == ("pbs-policy", "policy-secret")
+
+
+def test_credentials_url_ignores_the_acl_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    component_credentials(tmp_path, monkeypatch)
+    redis = load(write(tmp_path, '[redis]\ncredentials = "url"\n')).redis
+    assert (redis.username, redis.password) == ("", "")
+
+
+def test_an_unknown_credentials_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="credentials must be"):
+        load(write(tmp_path, '[redis]\ncredentials = "mine"\n'))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pbs_activated import defaults
 from pbs_activated.config import CACHE_FILE, ConfigError, load
 
 PYTHON = "/usr/bin/python3"
@@ -71,7 +72,7 @@ def test_a_cached_file_is_read_without_tomllib(tmp_path: Path, cache_directory: 
 def test_a_file_of_comments_is_read_without_tomllib(tmp_path: Path) -> None:
     config = write(tmp_path / "c.toml", '# [redis]\n#url = "redis://x"\n\n   # note\n')
     assert not imports_tomllib(config, {})
-    assert load(str(config)).redis.url == "redis://127.0.0.1:6379/0"
+    assert load(str(config)).redis.url == defaults.REDIS_URL
 
 
 def test_an_edit_of_the_same_size_is_seen_at_once(tmp_path: Path, cache_directory: Path) -> None:
