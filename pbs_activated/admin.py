@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from pbs_activated import addresses, audit, store
-from pbs_activated.config import Config
+from pbs_activated import acl, addresses, audit, defaults, store
+from pbs_activated.config import Config, ConfigError, RedisSettings, parse_redis_url, read_secret
 from pbs_activated.decision import decide
 from pbs_activated.protocol import Request
+
+EXIT_NOPERM = 77
+"""sysexits.h's EX_NOPERM: the caller may not do this, whatever the arguments."""
+
+
+class NotAnAdministrator(Exception):
+    """The caller is neither root nor able to read the admin secret."""
 
 
 def run(arguments: argparse.Namespace, config: Config) -> int:
     """Run one admin subcommand; return the exit status."""
+    try:
+        as_administrator(config.redis)
+    except NotAnAdministrator:
+        return _fail(
+            f"permission denied: run as root or as a member of group {defaults.ADMIN_GROUP}",
+            EXIT_NOPERM,
+        )
+    except ConfigError as error:
+        return _fail(str(error), 2)
     try:
         address = addresses.normalize(arguments.address) if "address" in arguments else ""
     except addresses.InvalidAddress as error:
@@ -31,6 +48,28 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
         if type(error).__module__.startswith("redis"):
             return _fail(f"Redis: {error}")
         raise
+
+
+def as_administrator(settings: RedisSettings) -> None:
+    """Log in as pbs-admin, or refuse a caller who may not administer.
+
+    Every admin command, `list` and `check` included (they show who logged in
+    from where: personal data), needs root or the admin secret, which only
+    root and group pbs-activated-admin can read. With component users the CLI
+    logs in as pbs-admin with that secret, through the admin socket when the
+    store is the package's own (its directory is closed to people).
+    """
+    path = settings.admin_password_file
+    readable = os.access(path, os.R_OK)
+    if not readable and os.geteuid() != 0:
+        raise NotAnAdministrator(path)
+    if not settings.component_users():
+        return
+    if not settings.url_set:
+        parse_redis_url(defaults.STORE_ADMIN_URL, settings)
+    settings.username = acl.ADMIN_USER
+    if readable:
+        settings.password = read_secret(path)
 
 
 def grant(config: Config, address: str, user: str, lifetime: int | None) -> int:

@@ -78,6 +78,16 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     commands.add_parser("list", help="show authorized addresses: address, user, seconds left")
     check = commands.add_parser("check", help="print what the handler would answer at RCPT")
     check.add_argument("address")
+    store_acl = commands.add_parser(
+        "store-acl", help="write the store's ACL file: one user per component, from the secrets"
+    )
+    store_acl.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help="one file per user (pbs-policy, pbs-journal, pbs-admin);"
+        " default: $CREDENTIALS_DIRECTORY",
+    )
+    store_acl.add_argument("--output", metavar="FILE", help="default: standard output")
     return parser.parse_args(arguments)
 
 
@@ -94,6 +104,8 @@ def run(arguments: argparse.Namespace) -> int:
         from pbs_activated import server
 
         return server.main(path)
+    if arguments.command == "store-acl":
+        return store_acl(arguments.secrets, arguments.output)
     try:
         config = load(path)
     except ConfigError as error:
@@ -108,3 +120,25 @@ def run(arguments: argparse.Namespace) -> int:
     from pbs_activated import admin
 
     return admin.run(arguments, config)
+
+
+def store_acl(secrets: str | None, output: str | None) -> int:
+    """Write the store's ACL file (acl.py) from the secrets; 2 if there is none to use."""
+    import os
+
+    from pbs_activated import acl
+
+    directory = secrets or os.environ.get("CREDENTIALS_DIRECTORY", "")
+    passwords = acl.read_passwords(directory) if directory else {}
+    if not passwords:
+        print(
+            f"pbs-activated: store-acl: no secret in {directory or '(no directory)'}:"
+            f" expected files named {', '.join(acl.USERS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if output:
+        acl.write_acl_file(output, passwords)
+    else:
+        sys.stdout.write(acl.acl_file(passwords))
+    return 0

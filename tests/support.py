@@ -23,12 +23,20 @@ PYTHON = "/usr/bin/python3"
 class RedisServer:
     """A private redis-server listening on a unix socket (and optionally a loopback port)."""
 
-    def __init__(self, directory: Path, port: int = 0, durable: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int = 0,
+        durable: bool = False,
+        arguments: tuple[str, ...] = (),
+    ) -> None:
         self.directory = directory
         self.socket_path = directory / "redis.sock"
         self.port = port
         self.durable = durable
         """Keep an fsync'ed append-only file, so that a kill loses nothing on Redis's side."""
+        self.arguments = arguments
+        """More server options, e.g. `--aclfile` for a store closed by ACL users."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,6 +59,7 @@ class RedisServer:
                 "--save",
                 "",
                 *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else []),
+                *self.arguments,
                 "--dir",
                 str(self.directory),
                 "--logfile",
@@ -63,7 +72,9 @@ class RedisServer:
             try:
                 if self.client().ping():
                     return
-            except Exception:
+            except Exception as error:
+                if "Authentication required" in str(error):  # up, and closed by ACL
+                    return
                 time.sleep(0.02)
         raise RuntimeError(
             "redis-server did not start: " + (self.directory / "redis.log").read_text()
