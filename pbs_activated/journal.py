@@ -229,10 +229,19 @@ class LoginReader:
         self._save_failing = False
 
     def run(self) -> int:
-        """Position, reach Redis, say READY, then follow the journal for ever."""
+        """Position, say READY, reach Redis, then follow the journal for ever.
+
+        READY comes before Redis answers: `systemctl start` (and so the
+        package's postinst, and apt) waits for it, and must not hang while the
+        store is down. Waiting for Redis is a state of a running reader, shown
+        in STATUS, and no login is lost meanwhile: the cursor stays put.
+        """
+        warning = open_store_warning(self.config)
+        if warning:
+            _log(warning)
         started_at = self.start()
-        self._until_acknowledged(lambda client: client.ping(), "reaching Redis")
         self.notifier.ready(f"Following the journal from {started_at}")
+        self._until_acknowledged(lambda client: client.ping(), "reaching Redis")
         while True:
             self.step()
 
@@ -391,6 +400,24 @@ class LoginReader:
         while (remaining := deadline - time.monotonic()) > 0:
             self.notifier.watchdog()
             time.sleep(min(remaining, self.notifier.interval or remaining))
+
+
+def open_store_warning(config: Config) -> str:
+    """A warning when the configured store takes logins with no secret at all, else ''.
+
+    Such a store (0.1.0's default, Debian's redis-server on 127.0.0.1:6379) lets
+    every local user write an authorization, i.e. make Postfix relay. It keeps
+    working, since the administrator chose it, but not silently.
+    """
+    redis = config.redis
+    if redis.component_users() or redis.password or redis.tls_cert_file:
+        return ""
+    return (
+        f"warning: the store {redis.url} is used without a password: every local user "
+        "who can reach it can authorize a relay. Remove [redis] url to use the "
+        "package's own store (pbs-store.service), or give it ACL users: see "
+        "pbs-activated(8), SECURITY"
+    )
 
 
 def _describe(error: Exception) -> str:
