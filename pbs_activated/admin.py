@@ -65,7 +65,7 @@ def as_administrator(settings: RedisSettings) -> None:
         raise NotAnAdministrator(path)
     if not settings.component_users():
         return
-    if not settings.url_set:
+    if settings.own_store():
         parse_redis_url(defaults.STORE_ADMIN_URL, settings)
     settings.username = acl.ADMIN_USER
     if readable:

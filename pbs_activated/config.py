@@ -37,7 +37,6 @@ class RedisSettings:
         "tls_ca_file",
         "tls_cert_file",
         "tls_key_file",
-        "url_set",
         "credentials",
         "admin_password_file",
     )
@@ -60,15 +59,17 @@ class RedisSettings:
         self.tls_ca_file = defaults.TLS_CA_FILE
         self.tls_cert_file = defaults.TLS_CERT_FILE
         self.tls_key_file = defaults.TLS_KEY_FILE
-        self.url_set = False
-        """Whether the file names a url: the package's own store when it does not."""
         self.credentials = defaults.STORE_CREDENTIALS
         self.admin_password_file = defaults.ADMIN_PASSWORD_FILE
+
+    def own_store(self) -> bool:
+        """Whether the store is the package's own pbs-store.service (url unset or the same)."""
+        return self.url == defaults.REDIS_URL and not self.sentinels
 
     def component_users(self) -> bool:
         """Whether each component logs in as its own ACL user (see defaults.STORE_CREDENTIALS)."""
         if self.credentials == "auto":
-            return not (self.url_set or self.sentinels)
+            return self.own_store()
         return self.credentials == "component"
 
 
@@ -357,7 +358,6 @@ def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
     """Check the `[redis]` table and set it on `settings`."""
     if "url" in redis:
         settings.url = _string(redis, "url", "redis")
-        settings.url_set = True
     parse_redis_url(settings.url, settings)
     if "credentials" in redis:
         settings.credentials = _string(redis, "credentials", "redis")
@@ -387,7 +387,7 @@ def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
         # A certificate without a key file is fine: the key may follow it in the same PEM.
         raise ConfigError("[redis] tls_key_file needs tls_cert_file")
     if settings.sentinels and settings.unix_path:
-        if settings.url_set:
+        if settings.url != defaults.REDIS_URL:
             raise ConfigError("[redis] sentinels hand out TCP addresses: url must not be unix://")
         parse_redis_url(defaults.SENTINEL_URL, settings)  # not the package's unix socket
     _refuse_unknown(redis, "redis", REDIS_KEYS)

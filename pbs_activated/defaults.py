@@ -25,9 +25,9 @@ STORE_CREDENTIALS = "auto"
 "component": its own ACL user (acl.py), named by the unit's `store-user` credential
 (the CLI: pbs-admin), with the secret of the unit's `store-password` credential
 (the CLI: ADMIN_PASSWORD_FILE). "url": only what the url, `password_file` or the
-`redis-password` credential say, as before 0.2.0. "auto": "component" while
-neither `url` nor `sentinels` is set (the package's own store), "url" once the
-administrator named a store, so an upgraded site that points at its own Redis
+`redis-password` credential say, as before 0.2.0. "auto": "component" for the
+package's own store (`url` unset or REDIS_URL, no `sentinels`), "url" once the
+administrator named another, so an upgraded site that points at its own Redis
 keeps working unchanged; a cluster whose servers carry the ACL users says
 "component".
 """

@@ -159,3 +159,12 @@ def test_credentials_url_ignores_the_acl_user(
 def test_an_unknown_credentials_mode_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="credentials must be"):
         load(write(tmp_path, '[redis]\ncredentials = "mine"\n'))
+
+
+def test_the_default_url_written_out_is_still_the_packages_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    component_credentials(tmp_path, monkeypatch)
+    redis = load(write(tmp_path, f'[redis]\nurl = "{defaults.REDIS_URL}"\n')).redis
+    assert redis.own_store()
+    assert (redis.username, redis.password) == ("pbs-policy", "policy-secret")
