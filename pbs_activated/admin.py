@@ -41,6 +41,10 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
             return revoke(config, address)
         if arguments.command == "list":
             return list_(config)
+        if arguments.command == "migrate":
+            from pbs_activated import migrate
+
+            return migrate.run(arguments.source, config, arguments.only_to_own_store)
         return check(config, address)
     except store.StoreUnavailable as error:
         return _fail(str(error))

@@ -78,6 +78,15 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     commands.add_parser("list", help="show authorized addresses: address, user, seconds left")
     check = commands.add_parser("check", help="print what the handler would answer at RCPT")
     check.add_argument("address")
+    migrate = commands.add_parser(
+        "migrate", help="copy every authorization from another store into this one, expiry kept"
+    )
+    migrate.add_argument("--from", dest="source", metavar="URL", required=True)
+    migrate.add_argument(
+        "--only-to-own-store",
+        action="store_true",
+        help="do nothing unless the configured store is the package's own (the upgrade's case)",
+    )
     store_acl = commands.add_parser(
         "store-acl", help="write the store's ACL file: one user per component, from the secrets"
     )

@@ -215,7 +215,13 @@ def admin_config(shared_dir: Path, closed: ClosedStore) -> Path:
 
 @pytest.mark.parametrize(
     "arguments",
-    [("grant", "192.0.2.7"), ("revoke", "192.0.2.7"), ("list",), ("check", "192.0.2.7")],
+    [
+        ("grant", "192.0.2.7"),
+        ("revoke", "192.0.2.7"),
+        ("list",),
+        ("check", "192.0.2.7"),
+        ("migrate", "--from", "redis://127.0.0.1:1/0"),
+    ],
 )
 def test_the_cli_refuses_a_user_who_is_not_an_administrator(
     shared_dir: Path, closed_store: ClosedStore, arguments: tuple[str, ...]
