@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 from support import REPO
 
@@ -36,3 +38,45 @@ def run(command: list[str], **environment: str) -> subprocess.CompletedProcess[s
     return subprocess.run(
         command, capture_output=True, text=True, env=debian_environment() | environment
     )
+
+
+UNIT_DIRECTORY = "usr/lib/systemd/system"
+"""Where the package ships its units (debian/rules moves them there from lib/)."""
+
+ALIASED_UNIT_DIRECTORY = "lib/systemd/system"
+"""Where 0.1.0 shipped them: /lib, an alias of /usr/lib on a merged-/usr system."""
+
+
+def repack(deb: Path, target: Path, tree: Path, *changes: Callable[[Path], None]) -> Path:
+    """`deb` unpacked into `tree` (files and DEBIAN/), changed, and built again as `target`."""
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    for change in changes:
+        change(tree)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(target)],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def units_under_lib(tree: Path) -> None:
+    """Move an unpacked package's units back under lib/systemd/system, as 0.1.0 had them."""
+    (tree / ALIASED_UNIT_DIRECTORY).parent.mkdir(parents=True)
+    (tree / UNIT_DIRECTORY).rename(tree / ALIASED_UNIT_DIRECTORY)
+    (tree / UNIT_DIRECTORY).parent.rmdir()
+    md5sums = tree / "DEBIAN/md5sums"
+    md5sums.write_text(
+        md5sums.read_text().replace(f"  {UNIT_DIRECTORY}/", f"  {ALIASED_UNIT_DIRECTORY}/")
+    )
+
+
+def versioned(version: str) -> Callable[[Path], None]:
+    """A change for `repack`: the package's Version: field set to `version`."""
+
+    def change(tree: Path) -> None:
+        control = tree / "DEBIAN/control"
+        text = re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(), flags=re.M)
+        control.write_text(text)
+
+    return change

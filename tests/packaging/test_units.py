@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from debpackage import run
+from debpackage import UNIT_DIRECTORY, run
 from support import PYTHON, REPO
 
 MAXIMUM_EXPOSURE = 2.0
@@ -22,7 +22,7 @@ MAXIMUM_EXPOSURE = 2.0
 SERVICES = ("pbs-policy@.service", "pbs-policy-server.service", "pbs-journal.service")
 SOCKETS = ("pbs-policy.socket", "pbs-policy-server.socket")
 """Two ways to serve the one policy socket path: only one may listen."""
-UNIT_DIRECTORY = "lib/systemd/system"
+UNITS = ("pbs-policy.socket", "pbs-policy@.service", *SOCKETS[1:], *SERVICES[1:])
 
 
 def exposure(unit_file: Path) -> float:
@@ -81,6 +81,14 @@ def test_exposure_of_an_unhardened_service_is_far_above_the_bound(tmp_path: Path
     unit = tmp_path / "plain.service"
     unit.write_text("[Service]\nExecStart=/usr/bin/pbs-activated journal\nDynamicUser=yes\n")
     assert exposure(unit) > 2 * MAXIMUM_EXPOSURE
+
+
+def test_units_ship_under_usr_lib_not_the_aliased_lib(deb: Path) -> None:
+    """/lib is an alias of /usr/lib since the merged /usr: trixie's lintian rejects it."""
+    listing = run(["dpkg-deb", "-c", str(deb)])
+    paths = [line.split(None, 5)[5].removeprefix("./") for line in listing.stdout.splitlines()]
+    assert {f"{UNIT_DIRECTORY}/{unit}" for unit in UNITS} <= set(paths)
+    assert not [path for path in paths if path.startswith("lib/")]
 
 
 @pytest.mark.parametrize(
