@@ -1,8 +1,10 @@
-"""Fixtures for the package's checks: the .deb that `make deb` builds, unpacked.
+"""Fixtures for the package's checks: the .deb that `make deb` builds, unpacked, and
+each supported release's checkers (lintian, systemd-analyze) to run on it.
 
 Why session scope: building the package takes a few seconds and every check here
 reads the same artefact. `make deb` rebuilds only when a source file changed, so
-a warm run reuses dist/.
+a warm run reuses dist/. Another release's checkers live in a root file system
+bootstrapped once and cached (releasetools.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from debpackage import project_version, run
+from releasetools import RELEASES, RootError, Tools, host_release, missing_requirements, tools_of
 from support import REPO
 
 
@@ -40,3 +43,28 @@ def control(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("DEBIAN")
     subprocess.run(["dpkg-deb", "-e", str(deb), str(directory)], check=True)
     return directory
+
+
+def release_tools(release: str) -> Tools:
+    """`release`'s checkers, or the test skipped (not root) or failed (no root built)."""
+    if release != host_release():
+        reason = missing_requirements()
+        if reason:
+            pytest.skip(f"{release}'s tools: {reason}")
+    try:
+        return tools_of(release)
+    except RootError as error:
+        pytest.fail(f"could not build {release}'s root of tools: {error}")
+
+
+@pytest.fixture(scope="session", params=RELEASES)
+def tools(request: pytest.FixtureRequest) -> Tools:
+    """Each supported release's lintian and systemd-analyze in turn: the host's own
+    for the host's release, a cached root's for the other (bootstrapped on first use)."""
+    return release_tools(request.param)
+
+
+@pytest.fixture(scope="session")
+def trixie_tools() -> Tools:
+    """Debian 13's checkers, for checks of what only they know."""
+    return release_tools("trixie")
