@@ -577,9 +577,15 @@ class Replication:
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
-    """Return a redis-py client for the master: through Sentinel if configured."""
+    """Return a redis-py client for the master: through Sentinel if configured.
+
+    Every command, and every question to a Sentinel, is one attempt within
+    `[redis] timeout`, whichever redis-py is installed (see `_one_attempt`): the
+    reader retries with its own back-off, and the CLI should answer at once.
+    """
     import redis as redis_py
 
+    one_attempt = _one_attempt()
     options: dict[str, object] = {
         "username": settings.username or None,
         "password": settings.password or None,
@@ -587,6 +593,7 @@ def connect(settings: RedisSettings) -> redis.Redis:
         "socket_timeout": settings.timeout,
         "socket_connect_timeout": settings.timeout,
         "decode_responses": True,
+        **one_attempt,
     }
     tls = tls_options(settings)
     if settings.sentinels:
@@ -598,6 +605,7 @@ def connect(settings: RedisSettings) -> redis.Redis:
                 "password": settings.sentinel_password or None,
                 "socket_timeout": settings.timeout,
                 "socket_connect_timeout": settings.timeout,
+                **one_attempt,
                 **tls,
             },
             **options,
@@ -610,6 +618,38 @@ def connect(settings: RedisSettings) -> redis.Redis:
         client = redis_py.Redis(host=settings.host, port=settings.port, **options, **tls)
     client.pbs_replication = Replication(settings.min_replicas, settings.replication_timeout)
     return client
+
+
+def _one_attempt() -> dict[str, object]:
+    """redis-py options for one attempt per command and no CLIENT SETINFO, on 4.3 to 6.x.
+
+    redis-py 6 (Debian 13's 6.1) gives every `Redis` it builds, a Sentinel's
+    included, a `Retry` of three more attempts with exponential back-off on
+    connection errors and timeouts; 4.3 (Debian 12's 4.3.4) gives none. With
+    `timeout = 1`, a write on a kept connection to a stalled server took 10 s, and
+    finding the master past a stalled Sentinel 11 s. `Retry(NoBackoff(), 0)` is one
+    attempt on both, for connecting as for the command, and for finding the master,
+    which a Sentinel-managed connection does inside its own `retry`.
+    `retry_on_timeout`, `retry_on_error` and `health_check_interval` keep their
+    defaults, which add no retry on either version.
+
+    redis-py 5 and later also send CLIENT SETINFO LIB-NAME and LIB-VER on every new
+    connection: refused for a restricted ACL user (an entry in its ACL LOG each
+    time), and by Redis 7.0, which lacks the command. `lib_name=None,
+    lib_version=None` turn them off, but 4.3 has no such keywords and refuses
+    unknown ones, so they are passed only where redis-py's own signature lists
+    them: the library says what it takes, with no table of which version added what.
+    """
+    import inspect
+
+    import redis as redis_py
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options: dict[str, object] = {"retry": Retry(NoBackoff(), 0)}
+    if "lib_name" in inspect.signature(redis_py.Redis).parameters:
+        options.update(lib_name=None, lib_version=None)
+    return options
 
 
 def tls_options(settings: RedisSettings) -> dict[str, object]:
