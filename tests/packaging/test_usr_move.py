@@ -10,8 +10,9 @@ as safe; its file loss needs the move to cross packages. This shows it on a boot
 system, as an administrator would upgrade: the old layout installed and running,
 then the new package installed over it.
 
-The old layout is this very package with its units moved back under lib/ and a
-version just below, so the upgrade changes nothing but the units' path.
+The old layout is this very package with its units moved back under lib/, the new
+one the same with a version just above, so the upgrade changes nothing but the
+units' path (and the maintainer scripts see no upgrade from an older release).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ UNITS = (
 )
 OLD = "/root/pbs-activated-units-under-lib.deb"
 NEW = "/root/pbs-activated.deb"
+NEW_VERSION = f"{project_version()}+units.under.usr"
 ASK_THE_POLICY_SOCKET = (
     'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
     " s.connect('/var/spool/postfix/private/pbs-policy');"
@@ -81,16 +83,11 @@ def upgrade(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upg
     from system.container import Container
 
     directory = tmp_path_factory.mktemp("usr-move")
-    old = repack(
-        deb,
-        directory / "old.deb",
-        directory / "tree",
-        units_under_lib,
-        versioned(f"{project_version()}~units.under.lib"),
-    )
+    old = repack(deb, directory / "old.deb", directory / "old", units_under_lib)
+    new = repack(deb, directory / "new.deb", directory / "new", versioned(NEW_VERSION))
     with Container() as container:
         container.copy_in(old, OLD)
-        container.copy_in(deb, NEW)
+        container.copy_in(new, NEW)
         container.run(f"apt-get install -y {OLD}", timeout=300)
         listed_before = shell(container, "dpkg -L pbs-activated").splitlines()
         container.run(f"apt-get install -y {NEW}", timeout=300)
@@ -105,6 +102,11 @@ def test_the_system_has_a_merged_usr(upgrade: Upgrade) -> None:
 
 def test_the_old_version_had_its_units_under_lib(upgrade: Upgrade) -> None:
     assert f"/{ALIASED_UNIT_DIRECTORY}/pbs-policy.socket" in upgrade.listed_before
+
+
+def test_the_upgrade_installed_the_new_version(upgrade: Upgrade) -> None:
+    version = shell(upgrade.container, "dpkg-query -W -f '${Version} ${Status}' pbs-activated")
+    assert version == f"{NEW_VERSION} install ok installed"
 
 
 @pytest.mark.parametrize("unit", UNITS)
