@@ -20,8 +20,11 @@ UNITS = (
     "pbs-policy-server.socket",
     "pbs-policy-server.service",
     "pbs-journal.service",
+    "pbs-store.service",
+    "pbs-store-admin.socket",
+    "pbs-store-admin.service",
 )
-UNIT_DIRECTORY = "lib/systemd/system"
+UNIT_DIRECTORY = "usr/lib/systemd/system"
 CONFFILE = "/etc/pbs-activated/pbs-activated.toml"
 
 
@@ -70,12 +73,23 @@ def test_depends_on_debian_python_with_debian_redis_and_systemd_modules(deb: Pat
     assert "python3:any" in depends
 
 
-def test_depends_on_nothing_outside_debian_python(deb: Path) -> None:
-    assert sorted(relations(deb, "Depends")) == ["python3-redis", "python3-systemd", "python3:any"]
+def test_depends_on_debian_python_adduser_and_a_store_server_binary_only(deb: Path) -> None:
+    assert sorted(relations(deb, "Depends")) == [
+        "adduser",
+        "python3-redis",
+        "python3-systemd",
+        "python3:any",
+        "redis-tools | valkey-tools",
+    ]
+    assert "redis-tools (>= 5:7.0)" in field(deb, "Depends")  # PEXPIRETIME needs Redis 7
 
 
-def test_recommends_redis_server(deb: Path) -> None:
-    assert relations(deb, "Recommends") == ["redis-server"]
+def test_never_pulls_in_a_redis_or_valkey_instance_open_to_local_users(deb: Path) -> None:
+    """redis-server and valkey-server start their own instance on 127.0.0.1:6379."""
+    related = [
+        relation for kind in ("Depends", "Recommends") for relation in relations(deb, kind)
+    ]
+    assert not [r for r in related if "redis-server" in r or "valkey-server" in r]
 
 
 def test_suggests_postfix_and_a_pop_server(deb: Path) -> None:
@@ -215,7 +229,10 @@ def test_purge_removes_the_readers_state(control: Path) -> None:
 
 def _section_for(script: Path, needle: str) -> str:
     """The debhelper snippets of a maintainer script that mention `needle`."""
-    snippets = script.read_text().split("# End automatically added section")
+    snippets = [
+        chunk.split("# End automatically added section")[0]
+        for chunk in script.read_text().split("# Automatically added by")[1:]
+    ]
     return "\n".join(snippet for snippet in snippets if needle in snippet)
 
 

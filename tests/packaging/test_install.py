@@ -27,6 +27,9 @@ STATE = (
     "/var/lib/pbs-activated",
     "/var/cache/private/pbs-policy",
     "/var/cache/pbs-policy",
+    "/var/lib/private/pbs-store",
+    "/var/lib/pbs-store",
+    "/etc/pbs-activated/secrets",
 )
 ASK_THE_POLICY_SOCKET = (
     'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
@@ -148,7 +151,8 @@ def test_the_policy_socket_is_postfix_only(installed: object) -> None:
 
 def test_installing_byte_compiles_with_debian_python(installed: object) -> None:
     compiled = shell(installed, "ls /usr/lib/python3/dist-packages/pbs_activated/__pycache__")
-    assert "cli.cpython-311.pyc" in compiled.split()
+    tag = shell(installed, "python3 -c 'import sys; print(sys.implementation.cache_tag)'")
+    assert f"cli.{tag}.pyc" in compiled.split()
 
 
 def test_the_installed_command_runs(installed: object) -> None:
