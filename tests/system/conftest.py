@@ -1,22 +1,65 @@
-"""Fixtures for system tests: booted Debian 12 mail hosts, with and without the product.
+"""Fixtures for system tests: booted Debian mail hosts, with and without the product.
 
 Why session scope: a boot plus mail-host setup costs seconds; the tests share a
 container and leave it as they found it (or use addresses no other test uses).
-Two containers: `mail_host` never has pbs-activated (the harness smoke test
-checks Postfix's answer without a policy service), `product_host` has the
+Two containers per target: `mail_host` never has pbs-activated (the harness smoke
+test checks Postfix's answer without a policy service), `product_host` has the
 .deb installed.
+
+Targets and tiers: every test that uses a host runs once per selected target
+(`test_x[trixie+valkey]`). A target's tier says which tests: `full` runs them
+all, `smoke` only those marked `pytest.mark.smoke`. By default bookworm+redis and
+trixie+redis are full and trixie+valkey is smoke, which keeps `make test` well
+inside its hour on two cores; `PBS_TEST_TARGETS` picks others (see README.md):
+
+    PBS_TEST_TARGETS=trixie+valkey            # that target alone, in its default tier
+    PBS_TEST_TARGETS="trixie+valkey:full"     # every test on it
+    PBS_TEST_TARGETS="bookworm+redis upgrade" # one target and the dist-upgrade test
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from container import Container, missing_requirements
+from container import TARGETS, Container, Target, missing_requirements, target_named
 from mailhost import configure_mail_host
 from product import AddressPool, BuildFailed, build_deb, install_product
+
+TARGETS_VARIABLE = "PBS_TEST_TARGETS"
+FULL, SMOKE = "full", "smoke"
+DEFAULT_TIERS = {"bookworm+redis": FULL, "trixie+redis": FULL, "trixie+valkey": SMOKE}
+UPGRADE = "upgrade"
+"""The pseudo-target of test_dist_upgrade.py: bookworm+redis upgraded to trixie."""
+
+
+def selected_targets(value: str | None = None) -> tuple[dict[str, str], bool]:
+    """({target name: tier}, whether the dist-upgrade runs) from PBS_TEST_TARGETS.
+
+    Unset or empty: DEFAULT_TIERS and the upgrade. Otherwise names separated by
+    spaces or commas, each optionally `:full` or `:smoke`; `upgrade` names the
+    dist-upgrade test. An unknown name is an error, not a silent skip.
+    """
+    text = os.environ.get(TARGETS_VARIABLE, "") if value is None else value
+    words = text.replace(",", " ").split()
+    if not words:
+        return dict(DEFAULT_TIERS), True
+    tiers: dict[str, str] = {}
+    upgrade = False
+    for word in words:
+        name, _, tier = word.partition(":")
+        if name == UPGRADE and not tier:
+            upgrade = True
+            continue
+        target_named(name)  # ValueError naming the choices
+        tier = tier or DEFAULT_TIERS[name]
+        if tier not in (FULL, SMOKE):
+            raise ValueError(f"{TARGETS_VARIABLE}: tier of {name} must be {FULL} or {SMOKE}")
+        tiers[name] = tier
+    return tiers, upgrade
 
 
 def system_test_skip_reason() -> str | None:
@@ -26,33 +69,97 @@ def system_test_skip_reason() -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "after_all: runs after every other test (checks the whole session's logs)"
+        "markers", "after_all: runs after every other test of its target (checks its logs)"
+    )
+    config.addinivalue_line(
+        "markers", "smoke: runs on every target, smoke-tier ones too (see conftest.py)"
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move tests marked after_all to the end, keeping the order of the rest."""
-    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that needs a host once per target of its tier."""
+    if "target" not in metafunc.fixturenames:
+        return
+    tiers, _ = selected_targets()
+    smoke = metafunc.definition.get_closest_marker("smoke") is not None
+    names = [name for name, tier in tiers.items() if tier == FULL or smoke]
+    # The Target objects of TARGETS, never equal copies: pytest 7 keeps a session
+    # fixture only while the next test's parameter *is* the cached one (`is`).
+    targets = [TARGETS[name] for name in names]
+    metafunc.parametrize("target", targets, indirect=True, scope="session", ids=names)
+
+
+def target_of(item: pytest.Item) -> str | None:
+    """The target a collected test runs on, None for tests without one (or with none
+    in their tier: pytest's placeholder for an empty parameter set is not a name)."""
+    callspec = getattr(item, "callspec", None)
+    target = None if callspec is None else callspec.params.get("target")
+    return target.name if isinstance(target, Target) else None
+
+
+def outside_every_tier(item: pytest.Item) -> bool:
+    """A test that needs a host, none of whose selected targets' tiers includes it."""
+    return "target" in getattr(item, "fixturenames", ()) and target_of(item) is None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop tests outside every tier; run one target after the other, each ending
+    with its after_all tests.
+
+    Only the slots of tests with a target are reordered (unit, integration and
+    packaging tests keep their places). A target's hosts are torn down when the
+    next target's tests begin, so its tests must not be interleaved with another's.
+    """
+    deselected = [item for item in items if outside_every_tier(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not outside_every_tier(item)]
+    order = {name: index for index, name in enumerate(TARGETS)}
+    slots = [index for index, item in enumerate(items) if target_of(item) is not None]
+    ordered = sorted(
+        (items[index] for index in slots),
+        key=lambda item: (
+            order[str(target_of(item))],
+            item.get_closest_marker("after_all") is not None,
+        ),
+    )
+    for index, item in zip(slots, ordered, strict=True):
+        items[index] = item
 
 
 @pytest.fixture(scope="session")
-def mail_host() -> Iterator[Container]:
-    """A booted Debian 12 container configured by mailhost.configure_mail_host."""
+def target(request: pytest.FixtureRequest) -> Target:
+    """The release and store of this run of the test (parametrized by pytest_generate_tests)."""
     reason = system_test_skip_reason()
     if reason:
         pytest.skip(reason)
+    target: Target = request.param
+    return target
+
+
+@pytest.fixture(scope="session")
+def mail_host(target: Target) -> Iterator[Container]:
+    """A booted container of the target configured by mailhost.configure_mail_host."""
     logging.getLogger("pbs.system").setLevel(logging.INFO)
-    with Container() as ct:
+    with Container(target) as ct:
         configure_mail_host(ct)
         yield ct
 
 
+DEB_VARIABLE = "PBS_TEST_DEB"
+"""A .deb to test instead of building the working tree's (e.g. one built elsewhere)."""
+
+
 @pytest.fixture(scope="session")
 def deb() -> Path:
-    """dist/pbs-activated_<version>_all.deb, rebuilt by `make deb` if a source is newer."""
+    """dist/pbs-activated_<version>_all.deb, rebuilt by `make deb` if a source is newer
+    (or the package PBS_TEST_DEB names, as it is)."""
     reason = system_test_skip_reason()
     if reason:
         pytest.skip(reason)
+    if os.environ.get(DEB_VARIABLE):
+        return Path(os.environ[DEB_VARIABLE]).resolve()
     try:
         return build_deb()
     except BuildFailed as error:
@@ -60,17 +167,17 @@ def deb() -> Path:
 
 
 @pytest.fixture(scope="session")
-def product_host(deb: Path) -> Iterator[Container]:
+def product_host(deb: Path, target: Target) -> Iterator[Container]:
     """A mail host with the .deb apt-installed, its units running, and Postfix asking
     `check_policy_service unix:private/pbs-policy` before reject_unauth_destination."""
     logging.getLogger("pbs.system").setLevel(logging.INFO)
-    with Container() as ct:
+    with Container(target) as ct:
         configure_mail_host(ct)
         install_product(ct, deb)
         yield ct
 
 
 @pytest.fixture(scope="session")
-def addresses() -> AddressPool:
-    """Client addresses, each handed out once per session."""
+def addresses(target: Target) -> AddressPool:
+    """Client addresses, each handed out once per target's session."""
     return AddressPool()

@@ -1,15 +1,17 @@
-"""Throwaway Debian 12 containers with systemd as PID 1, for system tests.
+"""Throwaway Debian containers with systemd as PID 1, for system tests.
 
 Why this exists: pbs-activated is a set of systemd socket-activated units that
 read the journal, talk to Redis and answer Postfix policy requests. Mocks cannot
 show that the units, the journal's trusted fields and Postfix/Dovecot really fit
-together, so the system tests boot a real (but disposable) Debian bookworm.
+together, so the system tests boot a real (but disposable) Debian: each
+``Target`` is a release (bookworm, trixie) with a store (Redis, Valkey).
 
 Design, in short:
 
-* ``ensure_rootfs()`` builds a bookworm root file system once with debootstrap
-  (plus the mail packages) and caches it under ``/var/cache/pbs-activated-tests``.
-  The cache key is a hash of the recipe, so changing the package list rebuilds.
+* ``ensure_rootfs(target)`` builds the target's root file system once with
+  debootstrap (plus the mail packages) and caches it under
+  ``/var/cache/pbs-activated-tests``: one tree per (release, store). The cache
+  key is a hash of the recipe, so changing the package list rebuilds.
 * ``Container`` boots a copy-on-write view of that tree with
   ``systemd-nspawn --boot``.  The overlay mount is made inside a private mount
   namespace (``unshare -m``), so it disappears with the container even if the
@@ -41,12 +43,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("pbs.system.container")
 
-SUITE = "bookworm"
 MIRROR = os.environ.get("PBS_TEST_MIRROR", "http://deb.debian.org/debian")
 CACHE_DIR = Path(os.environ.get("PBS_TEST_CACHE", "/var/cache/pbs-activated-tests"))
 # Containers' writable layers live here (not /tmp: may be a small tmpfs elsewhere).
@@ -63,14 +65,16 @@ BOOT_PACKAGES = [
     "python3",
 ]
 # Installed in a second step, after the debconf preseed, so that Postfix is
-# configured non-interactively with a known mailer type and mailname.
+# configured non-interactively with a known mailer type and mailname; the
+# store's packages (Target.store.packages) come with them. openssl makes the
+# self-signed certificate of the TLS fixtures (capture_fixtures.py).
 MAIL_PACKAGES = [
     "postfix",
     "dovecot-pop3d",
     "dovecot-imapd",
-    "redis-server",
     "python3-redis",
     "python3-systemd",
+    "openssl",
 ]
 MAILNAME = "mx.example.test"
 DEBCONF_SELECTIONS = f"""\
@@ -96,6 +100,56 @@ class ContainerError(RuntimeError):
     """The container could not be built, booted or reached."""
 
 
+@dataclass(frozen=True)
+class Store:
+    """A Redis-compatible store as Debian packages it: what to install, start and ask."""
+
+    name: str
+    packages: tuple[str, ...]
+    unit: str
+    cli: str
+
+
+REDIS = Store("redis", ("redis-server", "redis-tools"), "redis-server.service", "redis-cli")
+# trixie's Valkey has no redis-cli and no redis-server.service: its own names throughout.
+VALKEY = Store("valkey", ("valkey-server", "valkey-tools"), "valkey-server.service", "valkey-cli")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One booted-system combination: a Debian release (its suite name) and a store."""
+
+    release: str
+    store: Store
+
+    @property
+    def name(self) -> str:
+        """`trixie+valkey`: how PBS_TEST_TARGETS, test ids and logs name it."""
+        return f"{self.release}+{self.store.name}"
+
+
+# bookworm has no Valkey; trixie has both. Package names are checked by building
+# each rootfs from the real archive (apt-get fails on a name the release lacks).
+TARGETS = {
+    target.name: target
+    for target in (
+        Target("bookworm", REDIS),
+        Target("trixie", REDIS),
+        Target("trixie", VALKEY),
+    )
+}
+DEFAULT_TARGET = TARGETS["trixie+redis"]
+"""Today's stable with the store the package recommends."""
+
+
+def target_named(name: str) -> Target:
+    """The Target called `name` (`bookworm+redis`...), or ValueError naming the choices."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}: one of {', '.join(TARGETS)}") from None
+
+
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "nsenter", "setpriv")
 
 
@@ -117,45 +171,55 @@ def missing_requirements() -> str | None:
 # --------------------------------------------------------------------------
 
 
-def recipe_key() -> str:
+def mail_packages(target: Target) -> list[str]:
+    """What the second build step installs: the mail stack and the target's store."""
+    return [*MAIL_PACKAGES, *target.store.packages]
+
+
+def recipe_key(target: Target) -> str:
     """Hash everything that determines the rootfs content; it names the cache entry."""
     recipe = {
-        "suite": SUITE,
+        "suite": target.release,
         "mirror": MIRROR,
         "boot": BOOT_PACKAGES,
-        "mail": MAIL_PACKAGES,
+        "mail": mail_packages(target),
         "debconf": DEBCONF_SELECTIONS,
         "version": RECIPE_VERSION,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ensure_rootfs() -> Path:
-    """Return the cached bookworm rootfs, building it first if needed.
+def rootfs_path(target: Target) -> Path:
+    """Where the target's cached tree is (or will be): `rootfs-<release>-<store>-<hash>`."""
+    return CACHE_DIR / f"rootfs-{target.release}-{target.store.name}-{recipe_key(target)}"
+
+
+def ensure_rootfs(target: Target = DEFAULT_TARGET) -> Path:
+    """Return the target's cached rootfs, building it first if needed.
 
     The build goes to a temporary directory that is renamed into place only
     when complete, so an interrupted build never looks like a valid cache.
     A lock file serialises parallel test runs so only one of them builds.
     """
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / f"rootfs-{recipe_key()}"
-    if target.is_dir():
-        return target
+    path = rootfs_path(target)
+    if path.is_dir():
+        return path
     with open(CACHE_DIR / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.is_dir():  # somebody else built it while we waited
-            return target
+        if path.is_dir():  # somebody else built it while we waited
+            return path
         _remove_stale_builds()
-        build_dir = CACHE_DIR / f".build-{recipe_key()}-{os.getpid()}"
+        build_dir = CACHE_DIR / f".build-{recipe_key(target)}-{os.getpid()}"
         started = time.monotonic()
         try:
-            _build_rootfs(build_dir)
+            _build_rootfs(build_dir, target)
         except BaseException:
             _remove_tree(build_dir)
             raise
-        os.rename(build_dir, target)
-        log.info("built rootfs %s in %.0fs", target, time.monotonic() - started)
-    return target
+        os.rename(build_dir, path)
+        log.info("built rootfs %s in %.0fs", path, time.monotonic() - started)
+    return path
 
 
 def _remove_stale_builds() -> None:
@@ -165,15 +229,15 @@ def _remove_stale_builds() -> None:
         _remove_tree(stale)
 
 
-def _build_rootfs(root: Path) -> None:
-    """debootstrap a minimal bookworm, then install the mail stack with a preseed."""
-    log.info("debootstrap %s into %s (takes a minute or two)", SUITE, root)
+def _build_rootfs(root: Path, target: Target) -> None:
+    """debootstrap a minimal release, then install the mail stack with a preseed."""
+    log.info("debootstrap %s into %s (takes a minute or two)", target.release, root)
     _run_host(
         [
             "debootstrap",
             "--variant=minbase",
             "--include=" + ",".join(BOOT_PACKAGES),
-            SUITE,
+            target.release,
             str(root),
             MIRROR,
         ],
@@ -190,7 +254,7 @@ def _build_rootfs(root: Path) -> None:
         [
             "debconf-set-selections /root/debconf-selections",
             "apt-get update -q",
-            "apt-get install -y -q --no-install-recommends " + " ".join(MAIL_PACKAGES),
+            "apt-get install -y -q --no-install-recommends " + " ".join(mail_packages(target)),
             "apt-get clean",
         ]
     )
@@ -215,7 +279,11 @@ def _build_rootfs(root: Path) -> None:
     (root / "root/debconf-selections").unlink()
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True)
-    stamp = {"key": recipe_key(), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    stamp = {
+        "target": target.name,
+        "key": recipe_key(target),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     (root / "etc/pbs-test-rootfs.json").write_text(json.dumps(stamp) + "\n")
 
 
@@ -302,24 +370,28 @@ def _pid1_of(nspawn_pid: int) -> int | None:
 
 
 class Container:
-    """A booted Debian 12 with systemd as PID 1, discarded on exit.
+    """A booted Debian (the target's release and store) with systemd as PID 1.
 
     Use as a context manager::
 
-        with Container() as ct:
+        with Container(TARGETS["trixie+valkey"]) as ct:
             ct.run(["systemctl", "status", "postfix"])
 
     Everything written inside goes to an overlay upper directory that is
-    deleted on teardown; the cached rootfs is never modified.
+    deleted on teardown; the cached rootfs is never modified. ``halt()`` powers
+    off but keeps that directory, so the same system can be changed offline
+    (``run_offline``, e.g. a dist-upgrade) and booted again with ``start()``.
     """
 
     def __init__(
         self,
+        target: Target = DEFAULT_TARGET,
         rootfs: Path | None = None,
         name: str | None = None,
         hostname: str = MAILNAME,
         boot_timeout: float = 120,
     ) -> None:
+        self.target = target
         self.rootfs = rootfs
         self.name = name or f"pbs-test-{uuid.uuid4().hex[:8]}"
         self.hostname = hostname
@@ -344,19 +416,33 @@ class Container:
         self.stop()
 
     def start(self) -> None:
-        """Prepare the root, start nspawn, find PID 1 and wait for the boot to finish."""
+        """Prepare the root (or keep a halted one's), start nspawn, wait for the boot."""
         if self.rootfs is None:
-            self.rootfs = ensure_rootfs()
+            self.rootfs = ensure_rootfs(self.target)
         atexit.register(self.stop)  # last resort if the caller forgets __exit__
         started = time.monotonic()
-        _remove_stale_workdirs()
-        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=WORK_DIR))
-        (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        self._prepare_workdir()
         self._spawn()
         self.pid = self._wait_for_pid1()
         self.wait_until_booted()
         self.boot_seconds = time.monotonic() - started
-        log.info("container %s booted in %.1fs (pid1=%d)", self.name, self.boot_seconds, self.pid)
+        log.info(
+            "container %s (%s) booted in %.1fs (pid1=%d)",
+            self.name,
+            self.target.name,
+            self.boot_seconds,
+            self.pid,
+        )
+
+    def _prepare_workdir(self) -> None:
+        """A new work dir (upper, work, mount point) unless a halted container left one."""
+        if self.workdir is not None:
+            return
+        _remove_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=WORK_DIR))
+        (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        for sub in ("upper", "work", "root"):
+            (self.workdir / sub).mkdir()
 
     @property
     def console_log(self) -> Path:
@@ -364,20 +450,44 @@ class Container:
         assert self.workdir is not None
         return self.workdir / "console.log"
 
-    def _spawn(self) -> None:
-        """Start nspawn inside a private mount namespace holding the overlay.
+    def _in_overlay(self, nspawn: Sequence[str]) -> list[str]:
+        """The host command that runs nspawn in a private mount namespace holding the overlay.
 
         Doing the overlay mount in ``unshare -m`` means the mount exists only as
         long as nspawn runs.  A tmpfs on /run/systemd/nspawn keeps nspawn's
         propagation directory off the host (whose /run is not a tmpfs here and
-        nspawn then refuses to clean it up).
+        nspawn then refuses to clean it up).  ``--pdeathsig``: if this Python
+        process dies without cleaning up (SIGKILL), nspawn gets SIGTERM, which
+        makes it power the container off.
         """
         assert self.workdir is not None and self.rootfs is not None
-        for sub in ("upper", "work", "root"):
-            (self.workdir / sub).mkdir()
         overlay = (
             f"lowerdir={self.rootfs},upperdir={self.workdir}/upper,workdir={self.workdir}/work"
         )
+        script = (
+            "set -e; mount --make-rprivate /; "
+            f"mount -t overlay overlay -o '{overlay}' '{self.workdir}/root'; "
+            "mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn; "
+            'exec "$@"'
+        )
+        return [
+            "setpriv",
+            "--pdeathsig",
+            "TERM",
+            "--",
+            "unshare",
+            "--mount",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+            *nspawn,
+        ]
+
+    def _spawn(self) -> None:
+        """Start the booting nspawn, its console going to console_log."""
+        assert self.workdir is not None
         nspawn = [
             "systemd-nspawn",
             "--boot",
@@ -393,36 +503,59 @@ class Container:
             "-D",
             f"{self.workdir}/root",
         ]
-        script = (
-            "set -e; mount --make-rprivate /; "
-            f"mount -t overlay overlay -o '{overlay}' '{self.workdir}/root'; "
-            "mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn; "
-            'exec "$@"'
-        )
-        self._console = open(self.console_log, "wb")  # noqa: SIM115 - closed in stop()
-        # --pdeathsig: if this Python process dies without cleaning up (SIGKILL),
-        # nspawn gets SIGTERM, which makes it power the container off.
+        self._console = open(self.console_log, "ab")  # noqa: SIM115 - closed in halt()
         self.nspawn = subprocess.Popen(
-            [
-                "setpriv",
-                "--pdeathsig",
-                "TERM",
-                "--",
-                "unshare",
-                "--mount",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-                "sh",
-                *nspawn,
-            ],
+            self._in_overlay(nspawn),
             stdin=subprocess.DEVNULL,
             stdout=self._console,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal must not hit nspawn directly
             env={"PATH": CONTAINER_ENV["PATH"], "LANG": "C.UTF-8"},
         )
+
+    def run_offline(
+        self, script: str, binds: Sequence[tuple[Path, str]] = (), timeout: float = 1800
+    ) -> str:
+        """Run a shell script in the halted container's root, with the host's network.
+
+        What an administrator does to a powered-off system (the rootfs build does
+        the same): no boot, no private network, so apt reaches the archive. binds
+        are (host directory, container path) pairs, e.g. a shared apt cache.
+        Returns the script's output; raises ContainerError when it fails.
+        """
+        if self.nspawn is not None:
+            raise ContainerError("run_offline needs a halted container")
+        if self.rootfs is None:
+            self.rootfs = ensure_rootfs(self.target)
+        self._prepare_workdir()
+        assert self.workdir is not None
+        nspawn = [
+            "systemd-nspawn",
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--pipe",
+            "-E",
+            "DEBIAN_FRONTEND=noninteractive",
+            *(f"--bind={host}:{inside}" for host, inside in binds),
+            "-D",
+            f"{self.workdir}/root",
+            "/bin/sh",
+            "-c",
+            script,
+        ]
+        proc = subprocess.run(
+            self._in_overlay(nspawn),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            env={"PATH": CONTAINER_ENV["PATH"], "LANG": "C.UTF-8"},
+        )
+        output = proc.stdout.decode(errors="replace")
+        if proc.returncode != 0:
+            raise ContainerError(f"offline script failed with {proc.returncode}:\n{output[-4000:]}")
+        return output
 
     def _wait_for_pid1(self) -> int:
         """Poll /proc until nspawn has forked the container's init."""
@@ -468,7 +601,15 @@ class Container:
         raise ContainerError(self._failure(f"boot did not finish (state {state!r})"))
 
     def stop(self) -> None:
-        """Power off, or kill, the container and delete its files.  Idempotent.
+        """Power off, or kill, the container and delete its files.  Idempotent."""
+        self.halt()
+        if self.workdir is not None:
+            _remove_tree(self.workdir)
+            self.workdir = None
+        atexit.unregister(self.stop)
+
+    def halt(self) -> None:
+        """Power off, or kill, the container, keeping its files for another start().
 
         The order matters: poweroff lets services stop cleanly; SIGTERM makes
         nspawn request the same; SIGKILL to the container's PID 1 ends its
@@ -490,10 +631,6 @@ class Container:
         if self._console is not None:
             self._console.close()
             self._console = None
-        if self.workdir is not None:
-            _remove_tree(self.workdir)
-            self.workdir = None
-        atexit.unregister(self.stop)
 
     def _wait_nspawn(self, seconds: float) -> bool:
         assert self.nspawn is not None

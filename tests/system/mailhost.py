@@ -2,9 +2,10 @@
 
 Why: pbs-activated decides about relaying from Dovecot login lines in the
 journal and answers Postfix's policy requests.  The system tests need the
-genuine article on both ends: Debian's Postfix 3.7 and Dovecot 2.3 logging to
-journald from their own units, clients coming from addresses that are *not* in
-mynetworks, and an SMTP server that answers RCPT for a remote domain.
+genuine article on both ends: Debian's Postfix and Dovecot (bookworm's 3.7 and
+2.3, trixie's 3.10 and 2.4) logging to journald from their own units, clients
+coming from addresses that are *not* in mynetworks, and an SMTP server that
+answers RCPT for a remote domain.  The store is the target's (Redis or Valkey).
 
 Layout after ``configure_mail_host``:
 
@@ -13,14 +14,18 @@ Layout after ``configure_mail_host``:
 * Postfix on all addresses, mynetworks = 127.0.0.0/8 [::1]/128, local domain
   example.test, all other domains "delivered" by the discard transport, so
   relaying to someone@remote.test is accepted at RCPT once authorised;
-* Dovecot POP3 + IMAP, plaintext auth without TLS, system users via PAM;
+* Dovecot POP3 + IMAP, plaintext auth without TLS, system users via PAM,
+  configured in the syntax of the installed major version (2.3 or 2.4);
 * local users alice / bob with the passwords in USERS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +66,12 @@ POSTFIX_SETTINGS = {
     "smtpd_tls_security_level": "none",
 }
 
-DOVECOT_CONF = """\
-# Written by tests/system/mailhost.py: plaintext logins for system tests.
+DOVECOT_SNIPPET = "/etc/dovecot/conf.d/99-pbs-tests.conf"
+# One snippet per major version: 2.4 renamed or removed most settings, and a
+# 2.3 name is an error there (and the other way round). The meaning is the same.
+DOVECOT_CONF = {
+    "2.3": """\
+# Written by tests/system/mailhost.py: plaintext logins for system tests (Dovecot 2.3).
 listen = *, ::
 disable_plaintext_auth = no
 ssl = no
@@ -71,7 +80,19 @@ auth_mechanisms = plain login
 auth_verbose = yes
 # Failed logins would otherwise take ~2s here plus ~2s in pam_unix (see PAM_DOVECOT).
 auth_failure_delay = 0
-"""
+""",
+    "2.4": """\
+# Written by tests/system/mailhost.py: plaintext logins for system tests (Dovecot 2.4).
+listen = *, ::
+auth_allow_cleartext = yes
+ssl = no
+auth_mechanisms = plain login
+# Log why an authentication failed (e.g. "Password mismatch").
+auth_verbose = yes
+# Failed logins would otherwise take ~2s here plus ~2s in pam_unix (see PAM_DOVECOT).
+auth_failure_delay = 0
+""",
+}
 
 # Debian's /etc/pam.d/dovecot includes common-auth; this is the same stack with
 # pam_unix's failure delay turned off so failed-login tests stay fast.
@@ -125,12 +146,170 @@ def configure_postfix(ct: Container) -> None:
     ct.run(["systemctl", "restart", "postfix.service"])
 
 
+def dovecot_version(ct: Container) -> str:
+    """The installed Dovecot's major version, `2.3` or `2.4`, from `dovecot --version`.
+
+    Asked of the daemon rather than assumed from the release: what decides the
+    config syntax and the log format is the version installed, whatever the suite.
+    """
+    out = ct.run(["dovecot", "--version"]).stdout  # "2.3.19.1 (9b53102964)", "2.4.1-4 (...)"
+    match = re.match(r"(\d+\.\d+)[.-]", out.strip())
+    if match is None or match.group(1) not in DOVECOT_CONF:
+        raise RuntimeError(f"no test configuration for Dovecot {out.strip()!r}")
+    return match.group(1)
+
+
 def configure_dovecot(ct: Container) -> None:
     """Add a last-included conf.d snippet that allows plaintext logins, and restart."""
-    ct.write_file("/etc/dovecot/conf.d/99-pbs-tests.conf", DOVECOT_CONF)
+    ct.write_file(DOVECOT_SNIPPET, DOVECOT_CONF[dovecot_version(ct)])
     ct.write_file("/etc/pam.d/dovecot", PAM_DOVECOT)
     ct.run(["doveconf", "-n"])  # fail early, with the parser's message, on a bad config
     ct.run(["systemctl", "restart", "dovecot.service"])
+
+
+LOGIN_VERB = {"2.3": "Login", "2.4": "Logged in"}
+"""What Dovecot's `<service>-login:` line says of a successful login, by version."""
+
+
+def login_verb(ct: Container) -> str:
+    """`Login` (2.3) or `Logged in` (2.4): the installed Dovecot's success wording."""
+    return LOGIN_VERB[dovecot_version(ct)]
+
+
+def postfix_unit(ct: Container) -> str:
+    """The unit Postfix's daemons log from: bookworm's `postfix@-.service` (one unit per
+    instance) or trixie's `postfix.service` (no instance units any more)."""
+    state = ct.systemctl("is-active", "postfix@-.service", check=False).stdout.strip()
+    return "postfix@-.service" if state == "active" else "postfix.service"
+
+
+def store_unit(ct: Container) -> str:
+    """The store's service unit: `redis-server.service` or `valkey-server.service`."""
+    return ct.target.store.unit
+
+
+# --------------------------------------------------------------------------
+# Dovecot variations: TLS, trusted networks, any user name (each undone after)
+# --------------------------------------------------------------------------
+
+TLS_CERT = "/etc/dovecot/private/pbs-test.pem"
+TLS_KEY = "/etc/dovecot/private/pbs-test.key"
+TLS_SNIPPET = "/etc/dovecot/conf.d/99-pbs-tls.conf"  # sorts after DOVECOT_SNIPPET
+TLS_CONF = {
+    "2.3": f"ssl = yes\nssl_cert = <{TLS_CERT}\nssl_key = <{TLS_KEY}\n",
+    "2.4": f"ssl = yes\nssl_server_cert_file = {TLS_CERT}\nssl_server_key_file = {TLS_KEY}\n",
+}
+TRUSTED_SNIPPET = "/etc/dovecot/conf.d/99-pbs-trusted.conf"
+INJECTION_SNIPPET = "/etc/dovecot/conf.d/98-pbs-injection.conf"
+INJECTION_PASSWD = "/etc/dovecot/pbs-injection.passwd"
+# Any character in a user name, and extra users from a passwd-file (Debian's
+# PAM passdb stays first): 2.4 names the passdb and userdb blocks by driver and
+# spells the file and the static fields as settings of their own.
+INJECTION_CONF = {
+    "2.3": f"""\
+# Written by tests/system/mailhost.py: any character in a user name, and
+# extra users from a passwd-file whose names imitate Dovecot's log format.
+auth_username_chars =
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {INJECTION_PASSWD}
+}}
+userdb {{
+  driver = static
+  args = uid=alice gid=alice home=/home/alice
+}}
+""",
+    "2.4": f"""\
+# Written by tests/system/mailhost.py: any character in a user name, and
+# extra users from a passwd-file whose names imitate Dovecot's log format.
+auth_username_chars =
+passdb passwd-file {{
+  passwd_file_path = {INJECTION_PASSWD}
+}}
+userdb static {{
+  fields {{
+    uid = alice
+    gid = alice
+    home = /home/alice
+  }}
+}}
+""",
+}
+
+
+def reconfigure_dovecot(ct: Container, restart: bool = False) -> None:
+    """Check the configuration (the parser's message on a mistake), then apply it.
+
+    A reload is enough for passdbs and names; listeners and TLS need a restart.
+    """
+    ct.run(["doveconf", "-n"])
+    ct.systemctl("restart" if restart else "reload", "dovecot.service")
+    if restart:
+        wait_for_listeners(ct, (110, 143))
+
+
+@contextlib.contextmanager
+def dovecot_tls(ct: Container) -> Iterator[None]:
+    """Dovecot with TLS (STARTTLS on 110/143, implicit on 995/993) and a fresh
+    self-signed certificate made in the container; plaintext logins stay allowed."""
+    ct.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=mx.example.test",
+            "-keyout",
+            TLS_KEY,
+            "-out",
+            TLS_CERT,
+        ]
+    )
+    ct.write_file(TLS_SNIPPET, TLS_CONF[dovecot_version(ct)])
+    reconfigure_dovecot(ct, restart=True)
+    wait_for_listeners(ct, (993, 995))
+    try:
+        yield
+    finally:
+        ct.run(["rm", "-f", TLS_SNIPPET, TLS_CERT, TLS_KEY])
+        reconfigure_dovecot(ct, restart=True)
+
+
+@contextlib.contextmanager
+def dovecot_trusting(ct: Container, networks: list[str]) -> Iterator[None]:
+    """Dovecot treating clients from `networks` as trusted (login_trusted_networks):
+    their connections count as secured, which the login line says (`secured`)."""
+    ct.write_file(TRUSTED_SNIPPET, f"login_trusted_networks = {' '.join(networks)}\n")
+    reconfigure_dovecot(ct)
+    try:
+        yield
+    finally:
+        ct.run(["rm", "-f", TRUSTED_SNIPPET])
+        reconfigure_dovecot(ct)
+
+
+@contextlib.contextmanager
+def dovecot_any_user_name(ct: Container, names: list[str], password: str) -> Iterator[None]:
+    """Dovecot accepting user names with any characters, and `names` as users with `password`.
+
+    Debian's Dovecot refuses `,` `=` `<` and spaces in names (auth_username_chars)
+    before it authenticates; a site may allow them, and then a successful login
+    line carries whatever the client chose as its name. Names must be lower
+    case: Dovecot lowercases a name (%Lu / %{user | lower}) before the lookup.
+    """
+    ct.write_file(INJECTION_PASSWD, "".join(f"{name}:{{PLAIN}}{password}\n" for name in names))
+    ct.write_file(INJECTION_SNIPPET, INJECTION_CONF[dovecot_version(ct)])
+    reconfigure_dovecot(ct)
+    try:
+        yield
+    finally:
+        ct.run(["rm", "-f", INJECTION_SNIPPET, INJECTION_PASSWD])
+        reconfigure_dovecot(ct)
 
 
 def wait_for_listeners(
@@ -155,7 +334,7 @@ def configure_mail_host(ct: Container) -> None:
     add_users(ct)
     configure_postfix(ct)
     configure_dovecot(ct)
-    ct.run(["systemctl", "enable", "--now", "redis-server.service"])
+    ct.run(["systemctl", "enable", "--now", store_unit(ct)])
     wait_for_listeners(ct)
 
 
@@ -248,11 +427,31 @@ def smtp_sessions_at_once(
     return sessions
 
 
-def pop3_login(ct: Container, source: str, user: str, password: str) -> dict[str, Any]:
-    """POP3 USER/PASS from source; result["ok"] tells whether the login worked."""
-    return _client(ct, "pop3", "--source", source, "--user", user, "--password", password)
+def pop3_login(
+    ct: Container, source: str, user: str, password: str, tls: str = "none"
+) -> dict[str, Any]:
+    """POP3 USER/PASS from source; result["ok"] tells whether the login worked.
+
+    tls: "none", "starttls" (STLS on 110) or "implicit" (995); see dovecot_tls().
+    """
+    return _client(
+        ct, "pop3", "--source", source, "--user", user, "--password", password, "--tls", tls
+    )
 
 
-def imap_login(ct: Container, source: str, user: str, password: str) -> dict[str, Any]:
-    """IMAP LOGIN from source; result["ok"] tells whether the login worked."""
-    return _client(ct, "imap", "--source", source, "--user", user, "--password", password)
+def imap_login(
+    ct: Container, source: str, user: str, password: str, tls: str = "none"
+) -> dict[str, Any]:
+    """IMAP LOGIN from source; result["ok"] tells whether the login worked (tls as pop3_login)."""
+    return _client(
+        ct, "imap", "--source", source, "--user", user, "--password", password, "--tls", tls
+    )
+
+
+def abort_login(
+    ct: Container, protocol: str, source: str, how: str, user: str = "alice", tls: str = "none"
+) -> dict[str, Any]:
+    """Leave a POP3/IMAP session without logging in; `how` is one of mailclient.ABORTS
+    (close, quit, cancel-auth, fail-then-quit with a wrong password, tls-close)."""
+    args = ["--protocol", protocol, "--source", source, "--how", how, "--user", user]
+    return _client(ct, "abort", *args, "--tls", tls)

@@ -178,10 +178,15 @@ def reader_caught_up(ct: Container, sentinel: str) -> None:
     wait_authorized(ct, sentinel)
 
 
-def login_line(address: str, user: str = "alice", service: str = "pop3") -> str:
-    """A Dovecot 2.3 login line, word for word as Dovecot writes it, for forgeries."""
+def login_line(
+    address: str, user: str = "alice", service: str = "pop3", verb: str = "Login"
+) -> str:
+    """A Dovecot login line, word for word as Dovecot writes it, for forgeries.
+
+    verb: `Login` as 2.3 writes it, `Logged in` as 2.4 does (mailhost.login_verb).
+    """
     return (
-        f"{service}-login: Login: user=<{user}>, method=PLAIN, rip={address}, "
+        f"{service}-login: {verb}: user=<{user}>, method=PLAIN, rip={address}, "
         f"lip=192.0.2.1, mpid=4242, session=<forgedforgedAAAB>"
     )
 

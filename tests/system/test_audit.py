@@ -6,7 +6,7 @@ import time
 
 import pytest
 from container import Container
-from mailhost import USERS, pop3_login, smtp_try
+from mailhost import USERS, pop3_login, postfix_unit, smtp_try
 from product import POLICY_SOCKET, AddressPool, decisions, wait_authorized, wait_for_entries
 
 pytestmark = pytest.mark.system
@@ -99,5 +99,5 @@ def test_postfix_logged_no_policy_warning_during_the_whole_session(
     assert entries, "no smtpd entries at all: the query is wrong"
     warnings = [e["MESSAGE"] for e in entries if "warning:" in e["MESSAGE"]]
     assert [w for w in warnings if "policy" in w or "pbs-policy" in w] == []
-    policy = product_host.journal("-u", "postfix@-.service", "-p", "warning")
+    policy = product_host.journal("-u", postfix_unit(product_host), "-p", "warning")
     assert [e["MESSAGE"] for e in policy if "policy" in e["MESSAGE"]] == []

@@ -15,8 +15,11 @@ from mailhost import (
     disable_policy_service,
     enable_policy_service,
     imap_login,
+    login_verb,
     pop3_login,
+    postfix_unit,
     smtp_try,
+    store_unit,
 )
 
 pytestmark = pytest.mark.system
@@ -28,7 +31,7 @@ def test_systemd_is_pid1_and_booted(mail_host: Container) -> None:
     assert mail_host.run(["ps", "-o", "comm=", "-p", "1"]).stdout.strip() == "systemd"
     state = mail_host.run(["systemctl", "is-system-running"], check=False).stdout.strip()
     assert state in ("running", "degraded")
-    for unit in ("postfix@-.service", "dovecot.service", "redis-server.service"):
+    for unit in (postfix_unit(mail_host), "dovecot.service", store_unit(mail_host)):
         assert mail_host.systemctl("is-active", unit, check=False).stdout.strip() == "active"
 
 
@@ -62,7 +65,9 @@ def test_dovecot_login_is_in_journal_with_trusted_fields(mail_host: Container) -
     cursor = mail_host.journal_cursor()
     assert pop3_login(mail_host, CLIENTS_V4[0], "alice", "secret")["ok"]
     entry = mail_host.wait_for_journal(
-        DOVECOT, contains="pop3-login: Login: user=<alice>", after_cursor=cursor
+        DOVECOT,
+        contains=f"pop3-login: {login_verb(mail_host)}: user=<alice>",
+        after_cursor=cursor,
     )
     assert "rip=192.0.2.10, lip=192.0.2.1," in entry["MESSAGE"]
     # Dovecot logs through its "log" process: _COMM is "log", not "pop3-login".
@@ -76,7 +81,9 @@ def test_ipv6_login_is_in_journal(mail_host: Container) -> None:
     cursor = mail_host.journal_cursor()
     assert imap_login(mail_host, CLIENTS_V6[1], "bob", "bob-secret")["ok"]
     entry = mail_host.wait_for_journal(
-        DOVECOT, contains="imap-login: Login: user=<bob>", after_cursor=cursor
+        DOVECOT,
+        contains=f"imap-login: {login_verb(mail_host)}: user=<bob>",
+        after_cursor=cursor,
     )
     assert "rip=2001:db8::11, lip=2001:db8::1," in entry["MESSAGE"]
 
@@ -95,8 +102,9 @@ def test_policy_service_helper_changes_relay_answer(mail_host: Container) -> Non
     assert code == 554, message
 
 
-def test_redis_answers(mail_host: Container) -> None:
-    out = mail_host.run(["redis-cli", "ping"]).stdout
+def test_store_answers_on_its_own_cli(mail_host: Container) -> None:
+    """redis-cli on Redis, valkey-cli on Valkey (trixie's Valkey has no redis-cli)."""
+    out = mail_host.run([mail_host.target.store.cli, "ping"]).stdout
     assert out.strip() == "PONG"
 
 

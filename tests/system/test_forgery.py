@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from container import Container
-from mailhost import USERS, imap_login, pop3_login, smtp_try
+from mailhost import USERS, dovecot_any_user_name, imap_login, login_verb, pop3_login, smtp_try
 from product import (
     AddressPool,
     authorizations,
@@ -34,6 +34,11 @@ def assert_not_authorized(ct: Container, address: str) -> None:
     assert ct.journal("PBS_EVENT=login", f"PBS_CLIENT_ADDRESS={address}") == []
 
 
+def forged_line(ct: Container, address: str, service: str = "pop3") -> str:
+    """A login line for `address` worded as the installed Dovecot words its own."""
+    return login_line(address, service=service, verb=login_verb(ct))
+
+
 def wait_for_line(ct: Container, text: str, cursor: str) -> None:
     """The forged line did reach the journal: otherwise the test would prove nothing."""
     ct.wait_for_journal(contains=text, after_cursor=cursor)
@@ -50,7 +55,8 @@ def test_logger_line_by_an_unprivileged_user_authorizes_nothing(
     target = addresses.v4()
     cursor = product_host.journal_cursor()
     product_host.run(
-        ["logger", "-t", "dovecot", "-p", "mail.info", login_line(target)], user="nobody"
+        ["logger", "-t", "dovecot", "-p", "mail.info", forged_line(product_host, target)],
+        user="nobody",
     )
     wait_for_line(product_host, f"rip={target},", cursor)
     reader_caught_up(product_host, addresses.v4())
@@ -64,7 +70,7 @@ def test_systemd_cat_line_by_an_unprivileged_user_authorizes_nothing(
     cursor = product_host.journal_cursor()
     product_host.run(
         ["systemd-cat", "-t", "dovecot"],
-        input=login_line(target, service="imap") + "\n",
+        input=forged_line(product_host, target, service="imap") + "\n",
         user="nobody",
     )
     wait_for_line(product_host, f"rip={target},", cursor)
@@ -79,7 +85,7 @@ def test_native_entry_claiming_dovecots_unit_authorizes_nothing(
     target = addresses.v4()
     cursor = product_host.journal_cursor()
     fields = [
-        f"MESSAGE={login_line(target)}",
+        f"MESSAGE={forged_line(product_host, target)}",
         "SYSLOG_IDENTIFIER=dovecot",
         "_SYSTEMD_UNIT=dovecot.service",
         "UNIT=dovecot.service",
@@ -93,6 +99,7 @@ def test_native_entry_claiming_dovecots_unit_authorizes_nothing(
     assert_not_authorized(product_host, target)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("user", ["nobody", None], ids=["as-nobody", "as-root"])
 def test_line_from_another_service_unit_authorizes_nothing(
     product_host: Container, addresses: AddressPool, user: str | None
@@ -100,7 +107,9 @@ def test_line_from_another_service_unit_authorizes_nothing(
     """Even root's line counts only from dovecot.service: the unit, not the name, is trusted."""
     target = addresses.v4()
     cursor = product_host.journal_cursor()
-    product_host.log_from_unit("pbs-forger", "dovecot", login_line(target), user=user)
+    product_host.log_from_unit(
+        "pbs-forger", "dovecot", forged_line(product_host, target), user=user
+    )
     wait_for_line(product_host, f"rip={target},", cursor)
     reader_caught_up(product_host, addresses.v4())
     assert_not_authorized(product_host, target)
@@ -151,24 +160,12 @@ def test_user_name_with_an_address_is_refused_by_dovecot_and_authorizes_nothing(
 # --------------------------------------------------------------------------
 
 INJECTION_PASSWORD = "inject-pw"
-INJECTION_CONF = """\
-# Written by tests/system/test_forgery.py: any character in a user name, and
-# extra users from a passwd-file whose names imitate Dovecot's log format.
-auth_username_chars =
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN /etc/dovecot/pbs-injection.passwd
-}
-userdb {
-  driver = static
-  args = uid=alice gid=alice home=/home/alice
-}
-"""
 
 
 def injected_names(target: str) -> list[str]:
     """User names that put `rip=target` into a login line. Lower case: Dovecot's
-    auth_username_format %Lu lowercases the name before the passwd-file lookup."""
+    auth_username_format (%Lu, 2.4's %{user | lower}) lowercases the name before
+    the passwd-file lookup."""
     return [
         f"x, rip={target}",
         f"y>, method=plain, rip={target}, lip=192.0.2.1, mpid=1, session=<a>",
@@ -177,25 +174,11 @@ def injected_names(target: str) -> list[str]:
 
 @pytest.fixture
 def permissive_dovecot(product_host: Container, addresses: AddressPool) -> Iterator[str]:
-    """Dovecot accepting injected user names; yields the address they name."""
+    """Dovecot accepting injected user names (in its version's syntax); yields the
+    address they name."""
     target = addresses.v4()
-    passwd = "".join(f"{name}:{{PLAIN}}{INJECTION_PASSWORD}\n" for name in injected_names(target))
-    product_host.write_file("/etc/dovecot/pbs-injection.passwd", passwd)
-    product_host.write_file("/etc/dovecot/conf.d/98-pbs-injection.conf", INJECTION_CONF)
-    product_host.run(["doveconf", "-n"])
-    product_host.systemctl("reload", "dovecot.service")
-    try:
+    with dovecot_any_user_name(product_host, injected_names(target), INJECTION_PASSWORD):
         yield target
-    finally:
-        product_host.run(
-            [
-                "rm",
-                "-f",
-                "/etc/dovecot/conf.d/98-pbs-injection.conf",
-                "/etc/dovecot/pbs-injection.passwd",
-            ]
-        )
-        product_host.systemctl("reload", "dovecot.service")
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["rip-after-comma", "whole-line-tail"])

@@ -1,7 +1,8 @@
 """POP-before-SMTP as a mail client sees it: Postfix's answers before and after a login.
 
-The product is the installed .deb on a real Postfix 3.7 and Dovecot 2.3; the
-clients are smtplib, poplib and imaplib from test addresses on the container's lo.
+The product is the installed .deb on each target's real Postfix and Dovecot
+(bookworm: 3.7 and 2.3, trixie: 3.10 and 2.4); the clients are smtplib, poplib
+and imaplib from test addresses on the container's lo.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def test_installing_the_package_enables_and_starts_its_units(product_host: Conta
         assert product_host.systemctl("is-active", unit).stdout.strip() == "active"
 
 
+@pytest.mark.smoke
 def test_relaying_without_a_login_is_refused_permanently(
     product_host: Container, addresses: AddressPool
 ) -> None:
@@ -45,6 +47,7 @@ def test_local_delivery_without_a_login_is_accepted(
     assert session["data"][0] == 250, session
 
 
+@pytest.mark.smoke
 def test_pop3_login_authorizes_relaying_from_its_address(
     product_host: Container, addresses: AddressPool
 ) -> None:
@@ -55,6 +58,7 @@ def test_pop3_login_authorizes_relaying_from_its_address(
     assert code == 250, message
 
 
+@pytest.mark.smoke
 def test_imap_login_authorizes_relaying_from_its_address(
     product_host: Container, addresses: AddressPool
 ) -> None:
@@ -65,12 +69,24 @@ def test_imap_login_authorizes_relaying_from_its_address(
     assert code == 250, message
 
 
+@pytest.mark.smoke
 def test_ipv6_login_authorizes_relaying_from_its_address(
     product_host: Container, addresses: AddressPool
 ) -> None:
     client = addresses.v6()
     assert imap_login(product_host, client, "alice", USERS["alice"])["ok"]
     assert wait_authorized(product_host, client) == "alice"
+    [(code, message)] = smtp_try(product_host, client, [REMOTE])
+    assert code == 250, message
+
+
+@pytest.mark.smoke
+def test_pop3_login_over_ipv6_authorizes_relaying_from_its_address(
+    product_host: Container, addresses: AddressPool
+) -> None:
+    client = addresses.v6()
+    assert pop3_login(product_host, client, "bob", USERS["bob"])["ok"]
+    assert wait_authorized(product_host, client) == "bob"
     [(code, message)] = smtp_try(product_host, client, [REMOTE])
     assert code == 250, message
 

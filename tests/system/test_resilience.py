@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from container import Container
-from mailhost import USERS, pop3_login, smtp_try
+from mailhost import USERS, pop3_login, smtp_try, store_unit
 from product import (
     CONFIG,
     AddressPool,
@@ -92,20 +92,21 @@ def test_restarting_the_reader_brings_back_no_revoked_authorization(
 
 @pytest.fixture
 def redis_restored(product_host: Container) -> Iterator[None]:
-    """Debian's redis-server runs again after the test, whatever the test did."""
+    """Debian's redis-server (or valkey-server) runs again after the test, whatever it did."""
     try:
         yield
     finally:
-        product_host.systemctl("start", "redis-server.service")
+        product_host.systemctl("start", store_unit(product_host))
 
 
+@pytest.mark.smoke
 def test_redis_outage_defers_relaying_keeps_local_mail_and_loses_no_login(
     product_host: Container, addresses: AddressPool, redis_restored: None
 ) -> None:
     authorized, during_outage = addresses.v4(), addresses.v4()
     assert pop3_login(product_host, authorized, "alice", USERS["alice"])["ok"]
     wait_authorized(product_host, authorized)
-    product_host.systemctl("stop", "redis-server.service")
+    product_host.systemctl("stop", store_unit(product_host))
 
     cursor = product_host.journal_cursor()
     [relay, local] = smtp_try(product_host, authorized, [REMOTE, LOCAL])
@@ -117,7 +118,7 @@ def test_redis_outage_defers_relaying_keeps_local_mail_and_loses_no_login(
     assert pop3_login(product_host, during_outage, "bob", USERS["bob"])["ok"]
     time.sleep(1)  # the reader meets the outage and starts retrying
 
-    product_host.systemctl("start", "redis-server.service")
+    product_host.systemctl("start", store_unit(product_host))
     assert wait_authorized(product_host, during_outage) == "bob"
     [(code, message)] = smtp_try(product_host, during_outage, [REMOTE])
     assert code == 250, message
