@@ -7,8 +7,9 @@ address into a parser that searched for `rip=` anywhere. Anchored at the end,
 with the user matched greedily, the address is always the one the server wrote
 after the user name, because nothing after it is the client's to choose.
 
-Only successful logins count: `Disconnected (auth failed ...)`, `Aborted login`,
-`LOGIN FAILED` and every other line return None.
+Only successful logins count: `Disconnected (auth failed ...)`, `Aborted login`
+(Dovecot 2.3), `Login aborted: ...` (2.4), `LOGIN FAILED` (Courier) and every
+other line return None.
 
 The reader (not the policy handler) imports this, so `re` and `typing` are fine.
 """
@@ -37,14 +38,19 @@ class InvalidPattern(ValueError):
 
 _ADDRESS = r"[0-9A-Fa-f.:]+"
 
-# Dovecot 2.3 and 2.4 log a login as `<service>-login: Login: ` followed by
-# login_log_format_elements joined with ", " (empty elements left out); the
-# default elements are `user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<...>`
-# in 2.3 and the same names spelled `%{user}`... in 2.4. `%c` is `secured`,
-# `TLS` or nothing; sites often add `%k` ("TLSv1.3 with cipher ..."). Written to
-# a log file rather than syslog/journald the message carries an `Info: ` prefix.
+# Dovecot logs a login as `<service>-login: ` followed by login_log_format,
+# `%{message}: %{elements}` by default. The message is `Login` in 2.3 and
+# `Logged in` in 2.4 (client_destroy_success(client, "Logged in") in
+# src/login-common/client-common-auth.c); a failed or abandoned login is
+# `Disconnected ...`/`Aborted login ...` (2.3) or `Login aborted: ...` (2.4).
+# The elements are login_log_format_elements joined with ", " (empty ones left
+# out): by default `user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<...>`
+# in 2.3, the same names spelled `%{user}`, `%{mechanism}`... in 2.4. `%c` /
+# `%{secured}` is `TLS`, `secured` (login_trusted_networks) or nothing; sites
+# often add `%k` ("TLSv1.3 with cipher ..."). Written to a log file rather than
+# syslog/journald the message carries an `Info: ` prefix.
 _DOVECOT = re.compile(
-    r"(?P<protocol>pop3|imap)-login: (?:Info: )?Login: "
+    r"(?P<protocol>pop3|imap)-login: (?:Info: )?(?:Login|Logged in): "
     r"user=<(?P<user>.+)>, method=[A-Za-z0-9_-]+, "
     rf"rip=(?P<address>{_ADDRESS}), lip={_ADDRESS}"
     r"(?:, (?:mpid=[0-9]+|secured|TLS[^,<>=]*|session=<[A-Za-z0-9+/=]*>))*"
@@ -59,7 +65,8 @@ _COURIER = re.compile(
 
 
 def parse_dovecot(message: str) -> Login | None:
-    """Return the login a Dovecot `pop3-login:`/`imap-login:` `Login:` line records."""
+    """Return the login a Dovecot `pop3-login:`/`imap-login:` line records (2.3's
+    `Login:`, 2.4's `Logged in:`), or None for any other line."""
     if "-login: " not in message:
         return None
     match = _DOVECOT.fullmatch(message)

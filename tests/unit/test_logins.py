@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from support import REPO
@@ -18,7 +19,13 @@ from pbs_activated.logins import (
     parse_site,
 )
 
-FIXTURES = REPO / "tests" / "system" / "fixtures" / "dovecot-login-lines.txt"
+FIXTURE_DIR = REPO / "tests" / "system" / "fixtures"
+FIXTURES = FIXTURE_DIR / "dovecot-login-lines.txt"
+"""The first recording (Debian 12, six scenarios), which tests/integration reads too."""
+RECORDINGS = sorted(FIXTURE_DIR.glob("*/dovecot-login-lines.txt"))
+"""One per release, by tests/system/capture_fixtures.py: fixtures/<release>/."""
+INJECTED = "192.0.2.50"
+"""The address the recorded injected user names claim (capture_fixtures.INJECTED)."""
 
 # Dovecot 2.3 (Debian 12) and 2.4: the default login_log_format_elements, with and
 # without TLS, `secured`, `%k`, a file log's `Info: ` prefix, and older lines
@@ -63,6 +70,27 @@ DOVECOT_SUCCESSES = [
         "imap-login: Login: user=<frank>, method=PLAIN, rip=192.0.2.46, lip=192.0.2.1",
         Login("frank", "192.0.2.46", "imap"),
     ),
+    # Dovecot 2.4 (Debian 13) says "Logged in:"; the elements are as in 2.3.
+    (
+        "pop3-login: Logged in: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, "
+        "mpid=489, session=<Y0xP6o9hde3AAAIK>",
+        Login("alice", "192.0.2.10", "pop3"),
+    ),
+    (
+        "imap-login: Logged in: user=<alice>, method=PLAIN, rip=2001:db8::14, lip=2001:db8::1, "
+        "mpid=686, TLS, session=<7qgr649hc5kgAQ24AAAAAAAAAAAAAAAU>",
+        Login("alice", "2001:db8::14", "imap"),
+    ),
+    (
+        "pop3-login: Logged in: user=<alice>, method=PLAIN, rip=192.0.2.19, lip=192.0.2.1, "
+        "mpid=743, secured, session=<N4xX649hc7XAAAIT>",
+        Login("alice", "192.0.2.19", "pop3"),
+    ),
+    (
+        "imap-login: Info: Logged in: user=<bob>, method=PLAIN, rip=192.0.2.15, "
+        "lip=192.0.2.1, mpid=666, TLS, session=<rEUV649hiavAAAIP>",
+        Login("bob", "192.0.2.15", "imap"),
+    ),
 ]
 
 DOVECOT_FAILURES = [
@@ -83,18 +111,65 @@ DOVECOT_FAILURES = [
     "submission-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.16, lip=192.0.2.1",
     "imap-login: Login: user=<>, method=PLAIN, rip=192.0.2.17, lip=192.0.2.1",
     "",
+    # Dovecot 2.4's wordings: "Login aborted: <why> (<what>) (<reason code>): ..."
+    "pop3-login: Login aborted: Connection closed (auth failed, 1 attempts in 0 secs) "
+    "(auth_failed): user=<alice>, method=PLAIN, rip=192.0.2.12, lip=192.0.2.1, "
+    "session=<9ntk6o9hl9PAAAIM>",
+    "imap-login: Login aborted: Logged out (no auth attempts in 0 secs) (no_auth_attempts): "
+    "user=<>, rip=192.0.2.23, lip=192.0.2.1, session=<g0C76o9hb9PAAAIX>",
+    "imap-login: Authenticate PLAIN failed: Aborted: user=<>, method=PLAIN, rip=192.0.2.25, "
+    "lip=192.0.2.1, session=<I03N6o9h7cvAAAIZ>",
+    "imap-login: Login aborted: Connection closed: SSL_accept() failed: error:0A0000F4:SSL "
+    "routines::unexpected message (disconnected during TLS handshake) "
+    "(tls_handshake_not_finished): user=<>, rip=192.0.2.18, lip=192.0.2.1, TLS handshaking: "
+    "SSL_accept() failed: error:0A0000F4:SSL routines::unexpected message, session=<x>",
+    "pop3-login: Logged in, but you should use this server instead.: user=<alice>, "
+    "method=PLAIN, rip=192.0.2.14, lip=192.0.2.1",
+    "submission-login: Logged in: user=<alice>, method=PLAIN, rip=192.0.2.16, lip=192.0.2.1",
 ]
 
 
-def fixture_scenarios() -> list[tuple[str, list[str]]]:
-    """(scenario comment, messages) from the real lines recorded in a Debian 12 container."""
+def fixture_scenarios(path: Path = FIXTURES) -> list[tuple[str, list[str]]]:
+    """(scenario comment, messages) from the real lines recorded in a booted Debian."""
     scenarios: list[tuple[str, list[str]]] = []
-    for line in FIXTURES.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.startswith("# --- scenario:"):
             scenarios.append((line.removeprefix("# --- scenario:").strip(), []))
         elif line.startswith("{") and scenarios:
             scenarios[-1][1].append(json.loads(line)["MESSAGE"])
     return scenarios
+
+
+def recorded_version(path: Path) -> str:
+    """The Dovecot major version a recording's header names (`2.3`, `2.4`)."""
+    match = re.search(r"Dovecot (\d+\.\d+)", path.read_text().split("\n", 2)[0])
+    assert match is not None, f"{path}: the first line names no Dovecot version"
+    return match.group(1)
+
+
+def recorded_scenarios(failures: bool) -> list[tuple[str, list[str]]]:
+    """Every (scenario, messages) of every release's recording: the failures or the logins."""
+    return [
+        (f"{path.parent.name}: {scenario}", messages)
+        for path in RECORDINGS
+        for scenario, messages in fixture_scenarios(path)
+        if ("(failure)" in scenario) == failures
+    ]
+
+
+def scenario_ids(scenarios: list[tuple[str, list[str]]]) -> list[str]:
+    return [scenario for scenario, _ in scenarios]
+
+
+def scenario_address(scenario: str) -> str:
+    """The client address of a successful scenario: its title's first `from ADDRESS`."""
+    address = re.search(r"from (\S+)", scenario)
+    assert address is not None, scenario
+    return address.group(1).rstrip(",")
+
+
+RECORDED_LOGINS = recorded_scenarios(failures=False)
+RECORDED_FAILURES = recorded_scenarios(failures=True)
 
 
 @pytest.mark.parametrize(("message", "expected"), DOVECOT_SUCCESSES)
@@ -107,9 +182,11 @@ def test_dovecot_failed_aborted_or_other_lines_are_not_logins(message: str) -> N
     assert parse_dovecot(message) is None
 
 
-@pytest.mark.skipif(not FIXTURES.exists(), reason="no recorded Dovecot lines")
-def test_real_debian_dovecot_lines_give_exactly_the_successful_logins() -> None:
-    scenarios = fixture_scenarios()
+@pytest.mark.parametrize(
+    "path", [FIXTURES, *RECORDINGS], ids=lambda path: str(path.relative_to(FIXTURE_DIR))
+)
+def test_real_debian_dovecot_lines_give_exactly_the_successful_logins(path: Path) -> None:
+    scenarios = fixture_scenarios(path)
     assert scenarios
     for scenario, messages in scenarios:
         logins = [login for message in messages if (login := parse_dovecot(message))]
@@ -119,6 +196,79 @@ def test_real_debian_dovecot_lines_give_exactly_the_successful_logins() -> None:
             address = re.search(r"from (\S+)", scenario)
             assert address is not None
             assert [login.address for login in logins] == [address.group(1)], scenario
+
+
+def test_both_dovecot_versions_are_recorded() -> None:
+    """Debian 12's 2.3 and Debian 13's 2.4: a missing recording must fail, not skip."""
+    assert sorted(recorded_version(path) for path in RECORDINGS) == ["2.3", "2.4"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "messages"), RECORDED_LOGINS, ids=scenario_ids(RECORDED_LOGINS)
+)
+def test_recorded_login_gives_one_login_from_its_client_address(
+    scenario: str, messages: list[str]
+) -> None:
+    logins = [login for message in messages if (login := parse_dovecot(message))]
+    assert [login.address for login in logins] == [scenario_address(scenario)]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "messages"), RECORDED_LOGINS, ids=scenario_ids(RECORDED_LOGINS)
+)
+def test_recorded_login_names_its_protocol(scenario: str, messages: list[str]) -> None:
+    protocol = "imap" if " IMAP" in f" {scenario}" else "pop3"
+    logins = [login for message in messages if (login := parse_dovecot(message))]
+    assert [login.protocol for login in logins] == [protocol]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "messages"), RECORDED_FAILURES, ids=scenario_ids(RECORDED_FAILURES)
+)
+def test_recorded_failure_abort_or_disconnect_is_not_a_login(
+    scenario: str, messages: list[str]
+) -> None:
+    assert messages, "the scenario logged nothing: it proves nothing"
+    assert [message for message in messages if parse_dovecot(message)] == []
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda path: path.parent.name)
+def test_no_recorded_line_yields_the_injected_address(path: Path) -> None:
+    """The injected names put `rip=192.0.2.50` in refused and accepted logins alike."""
+    messages = [message for _, lines in fixture_scenarios(path) for message in lines]
+    assert any(f"rip={INJECTED}" in message for message in messages)
+    parsed = [login for message in messages if (login := parse_dovecot(message))]
+    assert INJECTED not in [login.address for login in parsed]
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda path: path.parent.name)
+def test_recorded_injected_name_login_keeps_the_whole_name_as_the_user(path: Path) -> None:
+    injected = [
+        (scenario, messages)
+        for scenario, messages in fixture_scenarios(path)
+        if "injected-name success" in scenario
+    ]
+    assert len(injected) == 2
+    for scenario, messages in injected:
+        [login] = [login for message in messages if (login := parse_dovecot(message))]
+        assert f"rip={INJECTED}" in login.user
+        assert f"<{login.user}>" in scenario
+        assert login.address == scenario_address(scenario)
+
+
+@pytest.mark.parametrize("element", ["TLS", "secured"])
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda path: path.parent.name)
+def test_recorded_tls_and_trusted_logins_are_parsed(path: Path, element: str) -> None:
+    """STARTTLS, implicit TLS and login_trusted_networks add an element before session=."""
+    scenarios = [
+        (scenario, messages)
+        for scenario, messages in fixture_scenarios(path)
+        if f"{element} success)" in scenario
+    ]
+    assert len(scenarios) == {"TLS": 4, "secured": 2}[element]
+    for scenario, messages in scenarios:
+        [line] = [message for message in messages if parse_dovecot(message)]
+        assert f", {element}, session=<" in line, scenario
 
 
 def test_injected_user_name_cannot_smuggle_an_address() -> None:
