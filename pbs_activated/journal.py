@@ -421,7 +421,13 @@ def open_store_warning(config: Config) -> str:
 
 
 def _describe(error: Exception) -> str:
-    text = str(error) or type(error).__name__
+    """One line naming the error: its type and reason.
+
+    redis-py's pipeline errors quote the whole command before the reason (here
+    the authorize script, over many lines): only the reason is kept.
+    """
+    text = str(error).rpartition(" of pipeline caused error: ")[2]
+    text = " ".join(text.split()) or type(error).__name__
     return f"{type(error).__name__}: {text}" if text != type(error).__name__ else text
 
 

@@ -144,3 +144,17 @@ def test_ready_does_not_wait_for_redis_and_status_says_why_nothing_is_written(
     assert "reaching Redis" in status["STATUS"]
     durable_redis.start()
     assert wait_for_all(durable_redis, ["192.0.2.2"]) == {"192.0.2.2"}
+
+
+def test_a_full_store_is_named_in_one_line_and_the_login_waits(
+    reader: ReaderProcess, durable_redis: RedisServer
+) -> None:
+    """noeviction: a full store refuses the write; the reader says so and keeps the login."""
+    durable_redis.client().config_set("maxmemory", "1")
+    write_journal(reader.directory / "system.journal", [dovecot_login("192.0.2.3")])
+    reader.start()
+    status = reader.wait_status("OOM")["STATUS"]
+    assert "\n" not in status and "local current" not in status
+    assert "ResponseError: OOM command not allowed" in status
+    durable_redis.client().config_set("maxmemory", "0")
+    assert wait_for_all(durable_redis, ["192.0.2.3"]) == {"192.0.2.3"}
