@@ -16,7 +16,7 @@ import time
 import pytest
 from container import Container
 from mailhost import pop3_login, smtp_try
-from product import authorizations, wait_active, wait_authorized
+from product import AddressPool, authorizations, wait_active, wait_authorized
 
 pytestmark = pytest.mark.system
 
@@ -103,8 +103,8 @@ def test_the_secrets_are_roots_and_the_admins_alone(product_host: Container) -> 
 )
 def test_the_cli_refuses_an_unprivileged_user_and_postfix_still_refuses_the_relay(
     product_host: Container,
-    addresses,
-    arguments: list[str],  # type: ignore[no-untyped-def]
+    addresses: AddressPool,
+    arguments: list[str],
 ) -> None:
     address = addresses.v4()
     command = ["pbs-activated", *(word.format(address=address) for word in arguments)]
@@ -114,7 +114,9 @@ def test_the_cli_refuses_an_unprivileged_user_and_postfix_still_refuses_the_rela
     assert smtp_try(product_host, address, REMOTE)[0][0] == 554
 
 
-def test_a_member_of_the_admin_group_administers(product_host: Container, addresses) -> None:  # type: ignore[no-untyped-def]
+def test_a_member_of_the_admin_group_administers(
+    product_host: Container, addresses: AddressPool
+) -> None:
     address = addresses.v4()
     if product_host.run(["id", "carol"], check=False).returncode != 0:
         product_host.run(["useradd", "--no-create-home", "carol"])
@@ -126,7 +128,7 @@ def test_a_member_of_the_admin_group_administers(product_host: Container, addres
     assert smtp_try(product_host, address, REMOTE)[0][0] == 554
 
 
-def test_root_administers(product_host: Container, addresses) -> None:  # type: ignore[no-untyped-def]
+def test_root_administers(product_host: Container, addresses: AddressPool) -> None:
     address = addresses.v4()
     product_host.run(["pbs-activated", "grant", address])
     assert product_host.run(["pbs-activated", "check", address]).stdout == "OK\n"
@@ -178,7 +180,9 @@ def store_restarted(ct: Container, *command: str) -> None:
     wait_active(ct, "pbs-store.service", "pbs-journal.service")
 
 
-def test_authorizations_survive_a_restart_of_the_store(product_host: Container, addresses) -> None:  # type: ignore[no-untyped-def]
+def test_authorizations_survive_a_restart_of_the_store(
+    product_host: Container, addresses: AddressPool
+) -> None:
     address = addresses.v4()
     logged_in(product_host, address)
     store_restarted(product_host, "systemctl", "restart", "pbs-store.service")
@@ -187,8 +191,8 @@ def test_authorizations_survive_a_restart_of_the_store(product_host: Container, 
 
 
 def test_an_acknowledged_login_survives_a_sigkill_of_the_store(
-    product_host: Container, addresses
-) -> None:  # type: ignore[no-untyped-def]
+    product_host: Container, addresses: AddressPool
+) -> None:
     """appendfsync always: what the reader was told is written is on disk."""
     address = addresses.v4()
     logged_in(product_host, address)
@@ -212,7 +216,7 @@ def authorizations_or_none(ct: Container) -> dict[str, tuple[str, int]]:
 
 def test_a_full_store_makes_the_reader_wait_and_loses_no_login(
     product_host: Container,
-    addresses,  # type: ignore[no-untyped-def]
+    addresses: AddressPool,
 ) -> None:
     shipped = product_host.run(["cat", STORE_CONF]).stdout
     product_host.write_file(STORE_CONF, shipped.replace("maxmemory 64mb", "maxmemory 100kb"))
