@@ -48,10 +48,11 @@ integration: deps
 system: deps deb
 	$(PYTEST) -q tests/system
 
-# The README's first command: the .deb in a throwaway booted Debian 12, narrated.
+# The README's first command: the .deb in a throwaway booted Debian, narrated:
+# trixie (today's stable) by default, `make demo RELEASE=bookworm` the other.
 # demo.py runs `make deb` itself, quietly: its build log would bury the story.
 demo: deps
-	$(PYTHON) tests/system/demo.py
+	$(PYTHON) tests/system/demo.py $(if $(RELEASE),--release $(RELEASE))
 
 test: deps lint
 	$(PYTEST) -q tests

@@ -1,4 +1,4 @@
-"""`make demo`: pbs-activated at work in a throwaway Debian 12, narrated for a newcomer.
+"""`make demo`: pbs-activated at work in a throwaway Debian, narrated for a newcomer.
 
 Why a demo and not just the tests: the tests prove the product, but a newcomer
 wants to *see* it: the package installed the way an admin installs it, a mail
@@ -6,23 +6,35 @@ client logging in over POP3, Postfix relaying for it and refusing a stranger, an
 the journal entries that record both. Every command shown is really run in the
 container and its real output printed; the container is deleted at the end.
 
-    /usr/bin/python3 tests/system/demo.py     # as root; `make demo` builds the .deb first
+    /usr/bin/python3 tests/system/demo.py [--release bookworm]   # as root
+    make demo                  # Debian 13 "trixie", today's stable
+    make demo RELEASE=bookworm # Debian 12
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from container import CACHE_DIR, Container, ContainerError, missing_requirements, recipe_key
+from container import (
+    CACHE_DIR,
+    Container,
+    ContainerError,
+    Target,
+    missing_requirements,
+    rootfs_path,
+    target_named,
+)
 from mailhost import (
     POLICY_SERVICE,
     RELAY_RESTRICTIONS,
     USERS,
     configure_mail_host,
+    login_verb,
     pop3_login,
     smtp_try,
 )
@@ -36,6 +48,8 @@ AUDIT_FIELDS = (
     "PBS_EVENT,PBS_ACTION,PBS_USER,PBS_CLIENT_ADDRESS,PBS_RECIPIENT,PBS_SENDER,PBS_EXPIRES"
 )
 WIDTH = 78
+RELEASES = ("trixie", "bookworm")
+"""The first is the default: today's stable."""
 
 
 def heading(step: str) -> None:
@@ -73,14 +87,16 @@ def client(action: str) -> None:
 
 def prepare(ct: Container) -> None:
     heading("1. A mail host")
+    debian = ct.read_file("/etc/debian_version").strip()
     say(
-        f"""The container runs Debian's Postfix, Dovecot (POP3, IMAP) and Redis with
-        systemd as PID 1. The users are alice and bob. Mail clients connect from
+        f"""The container runs Debian {debian} ({ct.target.release}) with its Postfix,
+        Dovecot (POP3, IMAP) and Redis, and systemd as PID 1. The users are alice
+        and bob. Mail clients connect from
         {LOGGED_IN} and {STRANGER}, addresses on the container's loopback that are
         not in Postfix's mynetworks: without a login, they may not relay."""
     )
     configure_mail_host(ct)
-    show(ct, "postconf mynetworks smtpd_relay_restrictions")
+    show(ct, "postconf mail_version mynetworks smtpd_relay_restrictions; dovecot --version")
 
 
 def install(ct: Container, deb: Path) -> None:
@@ -122,7 +138,8 @@ def login_and_relay(ct: Container) -> None:
         in Redis for 30 minutes:"""
     )
     wait_authorized(ct, LOGGED_IN)
-    show(ct, f"journalctl -u dovecot --grep 'Login: user=<alice>.*rip={LOGGED_IN},' -o cat")
+    verb = login_verb(ct)
+    show(ct, f"journalctl -u dovecot --grep '{verb}: user=<alice>.*rip={LOGGED_IN},' -o cat")
     show(ct, "pbs-activated list")
 
     heading(f"4. A relay from {LOGGED_IN} is accepted")
@@ -164,29 +181,40 @@ def audit(ct: Container) -> None:
     show(ct, "journalctl -t pbs-activated -o short --no-hostname")
 
 
-def main() -> int:
+def parse_arguments(argv: list[str] | None) -> tuple[Target, Path | None]:
+    """The release to boot (--release, default trixie, with Redis), and a .deb to
+    show instead of building the working tree's (--deb)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", choices=RELEASES, default=RELEASES[0])
+    parser.add_argument("--deb", type=Path, help="this package instead of `make deb`'s")
+    args = parser.parse_args(argv)
+    return target_named(f"{args.release}+redis"), args.deb
+
+
+def main(argv: list[str] | None = None) -> int:
+    target, given_deb = parse_arguments(argv)
     reason = missing_requirements()
     if reason:
         print(f"demo: {reason}", file=sys.stderr)
         return 1
-    print("pbs-activated demo: POP-before-SMTP in a throwaway Debian 12 container")
+    print(f"pbs-activated demo: POP-before-SMTP in a throwaway Debian {target.release} container")
     heading("0. Build the package and boot the container")
     print("  $ make deb    # the first time, apt installs Debian's build tools", flush=True)
     try:
-        deb = build_deb()
+        deb = given_deb.resolve() if given_deb else build_deb()
     except BuildFailed as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1
-    output(f"dist/{deb.name} (rebuilt only when a source file changed)")
-    if not (CACHE_DIR / f"rootfs-{recipe_key()}").is_dir():
+    output(f"{deb if given_deb else 'dist/' + deb.name} (rebuilt only when a source file changed)")
+    if not rootfs_path(target).is_dir():
         say(
-            f"""First run: building a Debian 12 root file system with debootstrap,
-            Postfix, Dovecot and Redis into {CACHE_DIR}. This downloads from
-            deb.debian.org and may take a minute or two; later runs reuse it."""
+            f"""First run: building a Debian {target.release} root file system with
+            debootstrap, Postfix, Dovecot and Redis into {CACHE_DIR}. This downloads
+            from deb.debian.org and may take a minute or two; later runs reuse it."""
         )
     started = time.monotonic()
     try:
-        with Container() as ct:
+        with Container(target) as ct:
             say(
                 f"""Container booted with systemd-nspawn (systemd as PID 1, a private
                 network), ready after {time.monotonic() - started:.1f} s."""
