@@ -16,7 +16,7 @@ TEST_PACKAGES := $(RUNTIME_PACKAGES) redis-server redis-sentinel python3-pytest 
 # npm separately: NodeSource's nodejs bundles it and conflicts with Debian's npm.
 BENCH_PACKAGES := python3 redis-server systemd nodejs
 # Build dependencies of packaging/debian/control, plus what the package's checks run.
-PACKAGING_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
+PACKAGING_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
 
 .PHONY: all test unit integration system lint deb demo bench soak soak-server clean deps
