@@ -25,41 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from container import TARGETS, Container, Target, missing_requirements, target_named
+from container import (
+    FULL,
+    TARGETS,
+    Container,
+    Target,
+    missing_requirements,
+    selected_targets,
+)
 from mailhost import configure_mail_host
 from product import AddressPool, BuildFailed, build_deb, install_product
-
-TARGETS_VARIABLE = "PBS_TEST_TARGETS"
-FULL, SMOKE = "full", "smoke"
-DEFAULT_TIERS = {"bookworm+redis": FULL, "trixie+redis": FULL, "trixie+valkey": SMOKE}
-UPGRADE = "upgrade"
-"""The pseudo-target of test_dist_upgrade.py: bookworm+redis upgraded to trixie."""
-
-
-def selected_targets(value: str | None = None) -> tuple[dict[str, str], bool]:
-    """({target name: tier}, whether the dist-upgrade runs) from PBS_TEST_TARGETS.
-
-    Unset or empty: DEFAULT_TIERS and the upgrade. Otherwise names separated by
-    spaces or commas, each optionally `:full` or `:smoke`; `upgrade` names the
-    dist-upgrade test. An unknown name is an error, not a silent skip.
-    """
-    text = os.environ.get(TARGETS_VARIABLE, "") if value is None else value
-    words = text.replace(",", " ").split()
-    if not words:
-        return dict(DEFAULT_TIERS), True
-    tiers: dict[str, str] = {}
-    upgrade = False
-    for word in words:
-        name, _, tier = word.partition(":")
-        if name == UPGRADE and not tier:
-            upgrade = True
-            continue
-        target_named(name)  # ValueError naming the choices
-        tier = tier or DEFAULT_TIERS[name]
-        if tier not in (FULL, SMOKE):
-            raise ValueError(f"{TARGETS_VARIABLE}: tier of {name} must be {FULL} or {SMOKE}")
-        tiers[name] = tier
-    return tiers, upgrade
 
 
 def system_test_skip_reason() -> str | None:
@@ -73,6 +48,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "smoke: runs on every target, smoke-tier ones too (see conftest.py)"
+    )
+    config.addinivalue_line(
+        "markers", "dist_upgrade: the bookworm-to-trixie upgrade (PBS_TEST_TARGETS `upgrade`)"
     )
 
 
@@ -98,7 +76,10 @@ def target_of(item: pytest.Item) -> str | None:
 
 
 def outside_every_tier(item: pytest.Item) -> bool:
-    """A test that needs a host, none of whose selected targets' tiers includes it."""
+    """A test that needs a host, none of whose selected targets' tiers includes it
+    (or the dist-upgrade test when PBS_TEST_TARGETS does not name `upgrade`)."""
+    if item.get_closest_marker("dist_upgrade") is not None:
+        return not selected_targets()[1]
     return "target" in getattr(item, "fixturenames", ()) and target_of(item) is None
 
 

@@ -150,6 +150,41 @@ def target_named(name: str) -> Target:
         raise ValueError(f"unknown target {name!r}: one of {', '.join(TARGETS)}") from None
 
 
+TARGETS_VARIABLE = "PBS_TEST_TARGETS"
+FULL, SMOKE = "full", "smoke"
+DEFAULT_TIERS = {"bookworm+redis": FULL, "trixie+redis": FULL, "trixie+valkey": SMOKE}
+"""Every test once per release, a smoke run for the other store: well inside the
+hour `make test` may take on two cores (README.md has the timings)."""
+UPGRADE = "upgrade"
+"""The pseudo-target of test_dist_upgrade.py: bookworm+redis upgraded to trixie."""
+
+
+def selected_targets(value: str | None = None) -> tuple[dict[str, str], bool]:
+    """({target name: tier}, whether the dist-upgrade runs) from PBS_TEST_TARGETS.
+
+    Unset or empty: DEFAULT_TIERS and the upgrade. Otherwise names separated by
+    spaces or commas, each optionally `:full` or `:smoke`; `upgrade` names the
+    dist-upgrade test. An unknown name is an error, not a silent skip.
+    """
+    text = os.environ.get(TARGETS_VARIABLE, "") if value is None else value
+    words = text.replace(",", " ").split()
+    if not words:
+        return dict(DEFAULT_TIERS), True
+    tiers: dict[str, str] = {}
+    upgrade = False
+    for word in words:
+        name, _, tier = word.partition(":")
+        if name == UPGRADE and not tier:
+            upgrade = True
+            continue
+        target_named(name)  # ValueError naming the choices
+        tier = tier or DEFAULT_TIERS[name]
+        if tier not in (FULL, SMOKE):
+            raise ValueError(f"{TARGETS_VARIABLE}: tier of {name} must be {FULL} or {SMOKE}")
+        tiers[name] = tier
+    return tiers, upgrade
+
+
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "nsenter", "setpriv")
 
 
