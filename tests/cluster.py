@@ -4,18 +4,31 @@ Real processes, each in its own directory under the test's temp dir: Debian's
 redis-server (the master and its replicas, each also on a unix socket, as a
 replica on an SMTP host would be) and redis-sentinel, with timings shortened so
 that a failover takes seconds, not the half minute of the defaults.
+
+With `Acl`, the cluster is closed as docs/cluster.md says: every server has the
+ACL file `pbs-activated store-acl` writes (default user off, the components'
+users, pbs-replica, pbs-sentinel) and the settings of
+docs/examples/cluster-redis.conf, every Sentinel those of
+docs/examples/cluster-sentinel.conf, with the test's secrets filled in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import re
+import secrets
 import signal
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from support import REPO, run_cli
+
+from pbs_activated import acl, defaults
 
 SERVICE = "pbs"
 """The name the Sentinels monitor the master under (`[redis] service`)."""
@@ -167,6 +180,94 @@ def _openssl(*arguments: object) -> None:
     subprocess.run(["openssl", *map(str, arguments)], check=True, capture_output=True)
 
 
+EXAMPLES = REPO / "docs" / "examples"
+
+HOST_SPECIFIC = {
+    "port",
+    "tls-port",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-replication",
+    "tls-auth-clients",
+    "bind",
+    "replica-announce-ip",
+    "unixsocket",
+    "unixsocketperm",
+    "replicaof",
+    "aclfile",
+    "sentinel announce-ip",
+    "sentinel monitor",
+    "sentinel down-after-milliseconds",
+    "sentinel failover-timeout",
+}
+"""The examples' directives about one host (its addresses, ports, files, timings):
+the harness sets its own. TLS is Tls's, for the tests that use it."""
+
+
+def example_settings(name: str, passwords: dict[str, str]) -> list[str]:
+    """The lines of docs/examples/NAME that hold for every host, each <secret> filled in."""
+    settings = []
+    for line in (EXAMPLES / name).read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        words = line.split()
+        directive = " ".join(words[:2]) if words[0] == "sentinel" else words[0]
+        if directive not in HOST_SPECIFIC:
+            settings.append(re.sub(r"<([a-z-]+)>", lambda m: passwords[m.group(1)], line))
+    return settings
+
+
+class Acl:
+    """A cluster closed by ACL users: the secrets, the servers' ACL file, the examples.
+
+    One secret per name, as /etc/pbs-activated/secrets/ holds them on every host
+    of a cluster; the ACL file is what `pbs-activated store-acl` makes of them.
+    """
+
+    NAMES = (*acl.USERS, acl.SENTINEL_CLIENT_SECRET)
+
+    def __init__(self, directory: Path) -> None:
+        self.secrets = directory / "secrets"
+        self.secrets.mkdir(parents=True)
+        self.passwords = {name: f"{name}-{secrets.token_hex(8)}" for name in self.NAMES}
+        for name, password in self.passwords.items():
+            (self.secrets / name).write_text(password + "\n")
+        self.acl_file = directory / "users.acl"
+        run_cli("store-acl", "--secrets", str(self.secrets), "--output", str(self.acl_file))
+
+    def server_options(self) -> list[str]:
+        """redis-server's options: the ACL file and cluster-redis.conf's settings."""
+        options = ["--aclfile", str(self.acl_file)]
+        for line in example_settings("cluster-redis.conf", self.passwords):
+            directive, *values = line.split()
+            options += [f"--{directive}", *values]
+        return options
+
+    def sentinel_lines(self) -> list[str]:
+        """sentinel.conf's lines from cluster-sentinel.conf: logins and users."""
+        return example_settings("cluster-sentinel.conf", self.passwords)
+
+    def login(self, user: str) -> tuple[str, str]:
+        """(user, password) of one of the servers' users."""
+        return user, self.passwords[user]
+
+    def credentials(self, directory: Path, user: str) -> Path:
+        """A CREDENTIALS_DIRECTORY as systemd gives the unit of the component `user`.
+
+        SetCredential=store-user:USER, LoadCredential=store-password:... and the
+        `sentinel-password` a drop-in adds (docs/cluster.md).
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, value in (
+            (defaults.STORE_USER_CREDENTIAL, user),
+            (defaults.STORE_PASSWORD_CREDENTIAL, self.passwords[user]),
+            (defaults.SENTINEL_CREDENTIAL, self.passwords[acl.SENTINEL_CLIENT_SECRET]),
+        ):
+            (directory / name).write_text(value + "\n")
+        return directory
+
+
 class Server:
     """One redis-server: the master or a replica, on a loopback port and a unix socket."""
 
@@ -179,10 +280,13 @@ class Server:
         port: int | None = None,
         bind: tuple[str, ...] = ("127.0.0.1",),
         prefix: tuple[str, ...] = (),
+        closed: Acl | None = None,
     ) -> None:
         """`bind` lists the addresses to listen on; `prefix` goes before the command
-        (`ip netns exec NAME` to run the server on another "host")."""
+        (`ip netns exec NAME` to run the server on another "host"); `closed` closes
+        it with ACL users instead of `password`, and the harness logs in as pbs-admin."""
         self.directory = directory / name
+        self.closed = closed
         self.bind = bind
         self.prefix = prefix
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -234,7 +338,9 @@ class Server:
         ]
         if self.tls:
             arguments += self.tls.server_arguments()
-        if self.password:
+        if self.closed:
+            arguments += self.closed.server_options()
+        elif self.password:
             arguments += ["--requirepass", self.password, "--masterauth", self.password]
         if replica_of is not None:
             arguments += ["--replicaof", *map(str, replica_of)]
@@ -242,12 +348,20 @@ class Server:
         _wait_until(lambda: self.client().ping(), f"{self.name} did not start", self.log)
 
     def client(self):  # type: ignore[no-untyped-def]
-        """A redis-py client on the unix socket (no TLS needed there)."""
+        """A redis-py client on the unix socket (no TLS needed there).
+
+        On a closed server it is the administrator's pbs-admin, which may list,
+        grant and revoke, and read ROLE and INFO: all that the tests look at.
+        """
         import redis
 
+        user, password = (
+            self.closed.login(acl.ADMIN_USER) if self.closed else (None, self.password or None)
+        )
         return redis.Redis(
             unix_socket_path=str(self.socket_path),
-            password=self.password or None,
+            username=user,
+            password=password,
             decode_responses=True,
             socket_timeout=2,
         )
@@ -295,11 +409,16 @@ class Sentinel:
         password: str = "",
         tls: Tls | None = None,
         failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
+        closed: Acl | None = None,
     ) -> None:
+        """`closed`: the logins and users of cluster-sentinel.conf instead of `password`;
+        the harness then asks as the components do (the `sentinel-password`)."""
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
+        if closed:
+            password = closed.passwords[acl.SENTINEL_CLIENT_SECRET]
         self.password = password
         self.tls = tls
         self.config = self.directory / "sentinel.conf"
@@ -313,10 +432,13 @@ class Sentinel:
             f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
             f"sentinel parallel-syncs {SERVICE} 2",
         ]
-        if master.password:
-            lines.append(f"sentinel auth-pass {SERVICE} {master.password}")
-        if password:
-            lines.append(f"requirepass {password}")
+        if closed:
+            lines += closed.sentinel_lines()
+        else:
+            if master.password:
+                lines.append(f"sentinel auth-pass {SERVICE} {master.password}")
+            if password:
+                lines.append(f"requirepass {password}")
         if tls:
             lines += [
                 f"tls-port {self.port}",
@@ -341,7 +463,7 @@ class Sentinel:
         # on the same port would hide a sentinel that could not listen.
         pid = self.process.pid
         _wait_until(
-            lambda: int(self.client().info("server")["process_id"]) == pid,
+            lambda: _listens(pid, self.port) and self.master_state(),
             f"{self.name} did not start",
             self.log,
         )
@@ -359,11 +481,20 @@ class Sentinel:
         )
 
     def master_state(self) -> dict[str, str]:
-        """What this sentinel knows of the master: `SENTINEL master` as a dict."""
-        reply = self.client().execute_command("SENTINEL", "MASTER", SERVICE)
-        if isinstance(reply, dict):
-            return {str(k): str(v) for k, v in reply.items()}
-        return dict(zip(reply[::2], reply[1::2], strict=False))
+        """What this sentinel knows of the master, as a dict.
+
+        From `SENTINEL MASTERS`, which the components may ask on a closed Sentinel
+        (redis-py does), where `SENTINEL MASTER` is refused.
+        """
+        for reply in self.client().execute_command("SENTINEL", "MASTERS"):
+            state = (
+                {str(k): str(v) for k, v in reply.items()}
+                if isinstance(reply, dict)
+                else dict(zip(reply[::2], reply[1::2], strict=False))
+            )
+            if state.get("name") == SERVICE:
+                return state
+        raise RuntimeError(f"{self.name} does not monitor {SERVICE}")
 
     def master_address(self) -> tuple[str, int]:
         host, port = self.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
@@ -401,12 +532,16 @@ class Cluster:
         sentinel_password: str = "",
         tls: Tls | None = None,
         proxied: bool = False,
+        closed: bool = False,
     ) -> None:
+        """`closed`: ACL users on every server and Sentinel (see Acl), no passwords."""
         self.directory = directory
         self.proxy: LinkProxy | None = None
         self.proxied = proxied
-        self.servers = [Server(directory, "master", password, tls)] + [
-            Server(directory, f"replica{index}", password, tls) for index in range(1, replicas + 1)
+        self.acl = Acl(directory / "acl") if closed else None
+        self.servers = [Server(directory, "master", password, tls, closed=self.acl)] + [
+            Server(directory, f"replica{index}", password, tls, closed=self.acl)
+            for index in range(1, replicas + 1)
         ]
         self.sentinels = [
             Sentinel(
@@ -416,6 +551,7 @@ class Cluster:
                 sentinel_password,
                 tls,
                 60_000 if proxied else FAILOVER_TIMEOUT_MS,
+                self.acl,
             )
             for index in range(1, sentinels + 1)
         ]
@@ -575,6 +711,23 @@ class LinkProxy:
             for sock in (source, destination):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Tell whether process `pid` holds the socket listening on TCP `port`."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    sockets.add(f"socket:[{fields[9]}]")
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor) in sockets:
+                return True
+    return False
 
 
 def _wait_until(
