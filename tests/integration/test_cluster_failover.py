@@ -6,6 +6,11 @@ through Sentinel, store.authorize, any exception means "send it again"); and two
 handlers under systemd-socket-activate, as two SMTP hosts would run them: one
 reading its local replica over a unix socket, one finding servers through the
 Sentinels. The master gets SIGKILL while logins stream in.
+
+The cluster is closed as docs/cluster.md says (tests/cluster.py: Acl): default
+user off, every component logging in as its own ACL user (`credentials =
+"component"`, with the credentials its unit would get), replicas as pbs-replica,
+Sentinels as pbs-sentinel, and a password on the Sentinels.
 """
 
 from __future__ import annotations
@@ -24,11 +29,9 @@ from cluster import Cluster
 from journalfiles import JournalWriter, ReaderProcess, dovecot_login
 from support import PYTHON, AuditSink, write_config
 
-from pbs_activated import store
-from pbs_activated.config import load
+from pbs_activated import acl, store
+from pbs_activated.config import Config, load
 
-REDIS_PASSWORD = "redis-secret"
-SENTINEL_PASSWORD = "sentinel-secret"
 UNAVAILABLE = "DEFER_IF_REJECT"
 
 WRITE_INTERVAL = 0.01
@@ -54,9 +57,7 @@ def login_address(index: int) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(
-        tmp_path / "cluster", password=REDIS_PASSWORD, sentinel_password=SENTINEL_PASSWORD
-    )
+    cluster = Cluster(tmp_path / "cluster", closed=True)
     try:
         cluster.start()
         yield cluster
@@ -67,9 +68,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 class Writer(threading.Thread):
     """The journal reader's write path: one login after another, each re-sent until acknowledged."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__(daemon=True)
-        self.config = load(str(config_path))
+        self.config = config
         self.stop = threading.Event()
         self.acknowledged: list[tuple[str, float]] = []  # (address, when), in stream order
         self.failures: list[tuple[float, str]] = []
@@ -140,49 +141,64 @@ class Querier(threading.Thread):
 
 
 def handler_config(path: Path, redis_lines: str) -> Path:
-    return write_config(path, "[redis]\ntimeout = 1.0\n" + redis_lines)
+    return write_config(path, '[redis]\ntimeout = 1.0\ncredentials = "component"\n' + redis_lines)
+
+
+def load_as(config: Path, credentials: Path) -> Config:
+    """The config as a unit with these systemd credentials loads it."""
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+        return load(str(config))
 
 
 class Hosts:
     """The configs of a POP host and of two SMTP hosts, and the SMTP hosts' handlers.
 
-    One SMTP host reads its local replica over a unix socket, with the password
-    from a systemd credential (as under LoadCredential=redis-password:...); the
-    other finds servers through the Sentinels, with passwords from files. The POP
-    host's reader writes through the Sentinels.
+    Every component logs in as its own ACL user, named with its secret in the
+    credentials its unit gets (store-user, store-password). One SMTP host reads
+    its local replica over a unix socket; the other finds servers through the
+    Sentinels, with their password from a file (`sentinel_password_file`). The
+    POP host's reader writes through the Sentinels, with their password from its
+    `sentinel-password` credential.
     """
 
     def __init__(self, cluster: Cluster, directory: Path) -> None:
-        secrets = directory / "secrets"
-        secrets.mkdir()
-        (secrets / "redis-password").write_text(REDIS_PASSWORD + "\n")
-        (secrets / "sentinel-password").write_text(SENTINEL_PASSWORD + "\n")
+        assert cluster.acl is not None
         sentinels = ", ".join(f'"{address}"' for address in cluster.sentinel_addresses)
-        through_sentinels = (
-            f'url = "redis://"\nsentinels = [{sentinels}]\nservice = "pbs"\n'
-            f'password_file = "{secrets / "redis-password"}"\n'
-            f'sentinel_password_file = "{secrets / "sentinel-password"}"\n'
-        )
+        through_sentinels = f'url = "redis://"\nsentinels = [{sentinels}]\nservice = "pbs"\n'
         self.local_replica = cluster.servers[1]
         self.pop_config = handler_config(directory / "pop-host.toml", through_sentinels)
+        self.reader_credentials = cluster.acl.credentials(
+            directory / "reader-credentials", acl.JOURNAL_USER
+        )
         replica_config = handler_config(
             directory / "smtp-host-replica.toml",
             f'url = "unix://{self.local_replica.socket_path}"\n',
         )
-        sentinel_config = handler_config(directory / "smtp-host-sentinels.toml", through_sentinels)
+        sentinel_password = cluster.acl.secrets / acl.SENTINEL_CLIENT_SECRET
+        sentinel_config = handler_config(
+            directory / "smtp-host-sentinels.toml",
+            f'{through_sentinels}sentinel_password_file = "{sentinel_password}"\n',
+        )
+        handler_credentials = cluster.acl.credentials(
+            directory / "handler-credentials", acl.POLICY_USER
+        )
+        (handler_credentials / "sentinel-password").unlink()  # from the file instead
         self.sink = AuditSink(directory / "journal.sock")
         for name in ("replica-handler", "sentinel-handler"):
             (directory / name).mkdir()
-        credentials = ["env", f"CREDENTIALS_DIRECTORY={secrets}"]
+        handler = ["env", f"CREDENTIALS_DIRECTORY={handler_credentials}"]
+        handler += [PYTHON, "-m", "pbs_activated", "policy"]
         self.replica_handler = PolicyService(
-            directory / "replica-handler",
-            replica_config,
-            self.sink.path,
-            command=[*credentials, PYTHON, "-m", "pbs_activated", "policy"],
+            directory / "replica-handler", replica_config, self.sink.path, command=handler
         )
         self.sentinel_handler = PolicyService(
-            directory / "sentinel-handler", sentinel_config, self.sink.path
+            directory / "sentinel-handler", sentinel_config, self.sink.path, command=handler
         )
+
+    def reader_config(self) -> Config:
+        """The POP host's config as pbs-journal.service loads it."""
+        return load_as(self.pop_config, self.reader_credentials)
 
     def stop(self) -> None:
         self.replica_handler.stop()
@@ -201,8 +217,7 @@ def hosts(cluster: Cluster, tmp_path: Path) -> Iterator[Hosts]:
 
 def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, hosts: Hosts) -> None:
     replica_service, sentinel_service = hosts.replica_handler, hosts.sentinel_handler
-    writer_config = hosts.pop_config
-    writer = Writer(writer_config)
+    writer = Writer(hosts.reader_config())
     queriers = [Querier(replica_service, writer), Querier(sentinel_service, writer)]
     old_master = cluster.master()
     try:
@@ -274,7 +289,7 @@ def test_each_handler_defers_only_while_its_own_servers_are_unreachable(
 ) -> None:
     """Frozen processes (SIGSTOP) are the worst case: connections hang instead of failing."""
     store.authorize(
-        store.connect(load(str(hosts.pop_config)).redis), ADDRESS, "alice", store.now_ms() + 600_000
+        store.connect(hosts.reader_config().redis), ADDRESS, "alice", store.now_ms() + 600_000
     )
     cluster.wait_for_replicas_in_sync()
     on_replica = hosts.replica_handler.connect()
@@ -317,7 +332,13 @@ def test_the_journal_reader_loses_no_login_when_the_master_dies(
     writer = JournalWriter(journal / "dovecot.journal")
     sink = AuditSink(tmp_path / "reader-audit.sock")
     (tmp_path / "reader").mkdir()
-    reader = ReaderProcess(tmp_path / "reader", hosts.pop_config, journal, sink.path)
+    reader = ReaderProcess(
+        tmp_path / "reader",
+        hosts.pop_config,
+        journal,
+        sink.path,
+        environment={"CREDENTIALS_DIRECTORY": str(hosts.reader_credentials)},
+    )
     logged_in: list[str] = []
     stop = threading.Event()
 

@@ -1,7 +1,9 @@
 """The handler's lookup in a cluster: through the Sentinels, or on a local replica.
 
 `store.Lookup` is what every handler process runs; here it talks to real
-redis-server and redis-sentinel processes on loopback (tests/cluster.py).
+redis-server and redis-sentinel processes on loopback (tests/cluster.py), closed
+as docs/cluster.md says: the handler logs in as pbs-policy, and to the
+Sentinels with their password.
 """
 
 from __future__ import annotations
@@ -14,25 +16,17 @@ from pathlib import Path
 import pytest
 from cluster import Cluster, free_port
 
-from pbs_activated import store
+from pbs_activated import acl, store
 from pbs_activated.config import RedisSettings, parse_redis_url
 
-REDIS_PASSWORD = "redis-secret"
-SENTINEL_PASSWORD = "sentinel-secret"
 ADDRESS = "192.0.2.10"
 TIMEOUT = 1.0
 
 
 def start_cluster(directory: Path) -> Cluster:
-    cluster = Cluster(
-        directory,
-        replicas=2,
-        sentinels=3,
-        password=REDIS_PASSWORD,
-        sentinel_password=SENTINEL_PASSWORD,
-    )
+    cluster = Cluster(directory, replicas=2, sentinels=3, closed=True)
     cluster.start()
-    writer = store.connect(through_sentinels(cluster))
+    writer = store.connect(through_sentinels(cluster, user=acl.JOURNAL_USER))
     store.authorize(writer, ADDRESS, "alice", store.now_ms() + 600_000)
     cluster.wait_for_replicas_in_sync()
     return cluster
@@ -61,11 +55,16 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def through_sentinels(
     cluster: Cluster,
     sentinels: list[tuple[str, int]] | None = None,
-    sentinel_password: str = SENTINEL_PASSWORD,
+    sentinel_password: str | None = None,
+    user: str = acl.POLICY_USER,
 ) -> RedisSettings:
+    """`[redis]` through the Sentinels, logged in as `user` (the handler's by default)."""
+    assert cluster.acl is not None
     settings = RedisSettings()
     settings.timeout = TIMEOUT
-    settings.password = REDIS_PASSWORD
+    settings.username, settings.password = cluster.acl.login(user)
+    if sentinel_password is None:
+        sentinel_password = cluster.acl.passwords[acl.SENTINEL_CLIENT_SECRET]
     settings.sentinel_password = sentinel_password
     settings.sentinels = tuple(sentinels or [s.address for s in cluster.sentinels])
     return settings
@@ -177,6 +176,7 @@ def test_a_replica_cut_off_from_its_master_keeps_answering(cluster: Cluster) -> 
     assert replica.client().info("replication")["master_link_status"] == "down"
     settings = RedisSettings()
     parse_redis_url(f"unix://{replica.socket_path}", settings)
-    settings.password = REDIS_PASSWORD
+    assert cluster.acl is not None
+    settings.username, settings.password = cluster.acl.login(acl.POLICY_USER)
     assert lookup_user(settings) == "alice"
     assert lookup_user(settings, "192.0.2.99") is None
