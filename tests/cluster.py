@@ -85,9 +85,12 @@ def free_port() -> int:
 
 
 class Tls:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, by openssl."""
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, by openssl.
 
-    def __init__(self, directory: Path) -> None:
+    `addresses`: the IP addresses the server certificate names (its subjectAltName).
+    """
+
+    def __init__(self, directory: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.ca_file = directory / "ca.crt"
         self.server_cert = directory / "server.crt"
@@ -113,7 +116,12 @@ class Tls:
             "/CN=pbs-activated test CA",
         )
         for name, cert, key, extension in (
-            ("127.0.0.1", self.server_cert, self.server_key, "subjectAltName=IP:127.0.0.1"),
+            (
+                addresses[0],
+                self.server_cert,
+                self.server_key,
+                "subjectAltName=" + ",".join(f"IP:{address}" for address in addresses),
+            ),
             ("pbs-client", self.client_cert, self.client_key, "extendedKeyUsage=clientAuth"),
         ):
             request = directory / f"{cert.stem}.csr"

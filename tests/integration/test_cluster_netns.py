@@ -13,6 +13,11 @@ addresses of their own, stand for two machines:
 
 Then the wire is cut: the SMTP host keeps answering from its replica, and a login
 made meanwhile is neither lost nor counted done before the replica has it.
+
+Both servers are set up as docs/cluster.md says for hosts that differ: TLS on
+the wire (replication included), the ACL file of `pbs-activated store-acl`,
+the replica logging in as pbs-replica (docs/examples/cluster-redis.conf), and
+each component as its own ACL user with the credentials its unit gets.
 Needs root (it is: the tests run as root on the CI's Debian).
 """
 
@@ -27,17 +32,16 @@ from pathlib import Path
 
 import pytest
 from activation import PolicyService
-from cluster import Server
+from cluster import Acl, Server, Tls
 from journalfiles import JournalWriter, dovecot_login
 from support import PYTHON, REPO, AuditSink, write_config
 
-from pbs_activated import store
+from pbs_activated import acl, store
 
 POP_ADDRESS = "198.51.100.1"
 SMTP_ADDRESS = "198.51.100.2"
 PREFIX_LENGTH = 24
 REDIS_PORT = 6379
-PASSWORD = "redis-secret"
 CLIENT = "203.0.113.7"
 """The mail client: logs in over POP3 on the POP host, then relays through the SMTP host."""
 
@@ -135,27 +139,30 @@ def logins_audited(sink: AuditSink, user: str) -> list[dict[str, str]]:
 def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
     hosts: Hosts, tmp_path: Path
 ) -> None:
-    secrets = tmp_path / "credentials"
-    secrets.mkdir()
-    (secrets / "redis-password").write_text(PASSWORD + "\n")
+    closed = Acl(tmp_path / "acl")
+    tls = Tls(tmp_path / "tls", addresses=("127.0.0.1", POP_ADDRESS, SMTP_ADDRESS))
+    reader_credentials = closed.credentials(tmp_path / "reader-credentials", acl.JOURNAL_USER)
+    handler_credentials = closed.credentials(tmp_path / "handler-credentials", acl.POLICY_USER)
 
     # The POP host: the master, on the wire and on its own loopback.
     master = Server(
         tmp_path,
         "pop-redis",
-        PASSWORD,
+        tls=tls,
         port=REDIS_PORT,
         bind=(POP_ADDRESS, "127.0.0.1"),
         prefix=hosts.on(hosts.pop),
+        closed=closed,
     )
     # The SMTP host: a replica of the master across the wire.
     replica = Server(
         tmp_path,
         "smtp-redis",
-        PASSWORD,
+        tls=tls,
         port=REDIS_PORT,
         bind=(SMTP_ADDRESS, "127.0.0.1"),
         prefix=hosts.on(hosts.smtp),
+        closed=closed,
     )
     processes: list[subprocess.Popen[bytes]] = []
     sink = AuditSink(tmp_path / "journal.sock")
@@ -170,7 +177,10 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
         journal = tmp_path / "journal"
         writer = JournalWriter(journal / "dovecot.journal")
         pop_config = write_config(
-            tmp_path / "pop-host.toml", f'[redis]\nurl = "redis://127.0.0.1:{REDIS_PORT}/0"\n'
+            tmp_path / "pop-host.toml",
+            f'[redis]\nurl = "rediss://127.0.0.1:{REDIS_PORT}/0"\ncredentials = "component"\n'
+            f'tls_ca_file = "{tls.ca_file}"\ntls_cert_file = "{tls.client_cert}"\n'
+            f'tls_key_file = "{tls.client_key}"\n',
         )
         state = tmp_path / "state"
         state.mkdir()
@@ -178,7 +188,7 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
             os.environ,
             PYTHONPATH=str(REPO),
             STATE_DIRECTORY=str(state),
-            CREDENTIALS_DIRECTORY=str(secrets),
+            CREDENTIALS_DIRECTORY=str(reader_credentials),
             PBS_ACTIVATED_JOURNAL_SOCKET=str(sink.path),
         )
         with (tmp_path / "reader.log").open("ab") as log:
@@ -203,7 +213,8 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
 
         # The SMTP host's handler, reading the local replica over its unix socket.
         smtp_config = write_config(
-            tmp_path / "smtp-host.toml", f'[redis]\nurl = "unix://{replica.socket_path}"\n'
+            tmp_path / "smtp-host.toml",
+            f'[redis]\nurl = "unix://{replica.socket_path}"\ncredentials = "component"\n',
         )
         (tmp_path / "smtp").mkdir()
         handler = PolicyService(
@@ -213,7 +224,7 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
             command=[
                 *hosts.on(hosts.smtp),
                 "env",
-                f"CREDENTIALS_DIRECTORY={secrets}",
+                f"CREDENTIALS_DIRECTORY={handler_credentials}",
                 PYTHON,
                 "-m",
                 "pbs_activated",
