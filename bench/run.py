@@ -20,8 +20,7 @@ Our handler runs as the unit runs it (its ExecStart=, pointed at this
 checkout) under systemd-socket-activate --accept --inetd, with
 $CACHE_DIRECTORY set as CacheDirectory= sets it, and reaches Redis as it
 reaches the package's own store: over its unix socket, logging in as the
-pbs-policy ACL user with the credentials pbs-policy@.service hands it
-($CREDENTIALS_DIRECTORY). The same handler over loopback TCP without a login
+pbs-policy ACL user named in its environment as pbs-policy@.service names it. The same handler over loopback TCP without a login
 (0.1.0's default) is measured beside it. The floor runs under the same
 listener. The seed runs as its article says, on the same Redis (over TCP, as
 its default user), with its console log sent to /dev/null.
@@ -108,13 +107,13 @@ class Bench:
             "PBS_ACTIVATED_CONFIG": str(self.config),
             "PBS_ACTIVATED_JOURNAL_SOCKET": str(self.sink.path),
             "CACHE_DIRECTORY": str(self._make("cache")),
-            "CREDENTIALS_DIRECTORY": str(self._policy_user()),
+            **self._policy_user(),
         }
         self.services: list[ActivatedService] = []
         self.seed: SeedServer | None = None
 
-    def _policy_user(self) -> Path:
-        """The store's pbs-policy ACL user (acl.py), and its credentials as the unit has them.
+    def _policy_user(self) -> dict[str, str]:
+        """The store's pbs-policy ACL user (acl.py), and the environment naming it as the unit's.
 
         The seed and redis-cli keep Redis's open default user, over TCP.
         """
@@ -125,10 +124,12 @@ class Bench:
             "ACL", "SETUSER", acl.POLICY_USER, "reset", "on", f">{password}",
             "resetchannels", "-@all", *acl.RULES[acl.POLICY_USER],
         )
-        credentials = self._make("credentials")
-        (credentials / "store-user").write_text(acl.POLICY_USER)
-        (credentials / "store-password").write_text(password + "\n")
-        return credentials
+        secret = self._make("secrets") / acl.POLICY_USER
+        secret.write_text(password + "\n")
+        return {
+            "PBS_ACTIVATED_STORE_USER": acl.POLICY_USER,
+            "PBS_ACTIVATED_STORE_PASSWORD_FILE": str(secret),
+        }
 
     def _make(self, name: str) -> Path:
         path = self.directory / name
@@ -442,7 +443,7 @@ def variants(bench: Bench, count: int) -> list[str]:
          bench.ours("v-nocache", CACHE_DIRECTORY=""), OUR_ANSWER),
         ("shipped ExecStart=, config cache, loopback TCP, no login",
          bench.ours("v-tcp", PBS_ACTIVATED_CONFIG=str(bench.tcp_config),
-                    CACHE_DIRECTORY=str(tcp_cache), CREDENTIALS_DIRECTORY=""), OUR_ANSWER),
+                    CACHE_DIRECTORY=str(tcp_cache), PBS_ACTIVATED_STORE_USER=""), OUR_ANSWER),
         ("python3 -I -m pbs_activated (site, runpy)",
          bench.ours("v-dash-m", [PYTHON, "-I", "-c", dash_m, "policy"]), OUR_ANSWER),
         ("console script /usr/bin/pbs-activated (site, re)",
@@ -471,7 +472,7 @@ def tcp_throughput(bench: Bench, rounds: int) -> list[str]:
     cache.mkdir()
     tcp = bench.ours(
         "tcp-steady", PBS_ACTIVATED_CONFIG=str(bench.tcp_config), CACHE_DIRECTORY=str(cache),
-        CREDENTIALS_DIRECTORY="",
+        PBS_ACTIVATED_STORE_USER="",
     )
     lines = ["", "steady, our handler over loopback TCP without a login, vs the seed:"]
     for shape in ((16, 500), (1, 3000)):

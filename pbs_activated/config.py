@@ -481,24 +481,26 @@ def read_secret(path: str) -> str:
 
 
 def resolve_secrets(settings: RedisSettings) -> None:
-    """Take the user and passwords from systemd credentials.
+    """Take the user and passwords from the unit: its environment or systemd credentials.
 
-    `LoadCredential=store-password:/etc/pbs-activated/secrets/...` in a unit puts
-    the secret where only that service can read it, which beats a password in a
-    world-readable file. With component users, the unit also names its ACL user
-    (`SetCredential=store-user:pbs-policy`), so one config file serves the
-    handler, the reader and the CLI, each with its own rights.
+    With component users, a unit names its ACL user, so one config file serves
+    the handler, the reader and the CLI, each with its own rights, in one of
+    two ways. A long-lived service gets credentials
+    (`SetCredential=store-user:pbs-journal`,
+    `LoadCredential=store-password:/etc/pbs-activated/secrets/pbs-journal`),
+    which put a root-only secret where only that service can read it. The
+    per-connection handler cannot afford them: systemd builds a credentials
+    directory at every start, which made a storm of 200 new connections take
+    99 s instead of 9 s (systemd 252). Its unit names the user and a secret
+    file in its environment instead (`PBS_ACTIVATED_STORE_USER`,
+    `PBS_ACTIVATED_STORE_PASSWORD_FILE`); that secret only lets one read, and
+    only the services' group can read it.
     """
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    if settings.component_users():
+        _component_user(settings, directory)
     if not directory:
         return
-    if settings.component_users():
-        user_path = os.path.join(directory, defaults.STORE_USER_CREDENTIAL)
-        password_path = os.path.join(directory, defaults.STORE_PASSWORD_CREDENTIAL)
-        if os.path.exists(user_path):
-            settings.username = read_secret(user_path)
-        if os.path.exists(password_path):
-            settings.password = read_secret(password_path)
     for credential, attribute in (
         (defaults.REDIS_CREDENTIAL, "password"),
         (defaults.SENTINEL_CREDENTIAL, "sentinel_password"),
@@ -509,6 +511,23 @@ def resolve_secrets(settings: RedisSettings) -> None:
     key_path = os.path.join(directory, defaults.REDIS_TLS_KEY_CREDENTIAL)
     if settings.tls_cert_file and not settings.tls_key_file and os.path.exists(key_path):
         settings.tls_key_file = key_path  # ssl reads it by path: the credential's own file
+
+
+def _component_user(settings: RedisSettings, directory: str) -> None:
+    """The unit's own ACL user: from its credentials if it has them, else its environment."""
+    user_path = os.path.join(directory, defaults.STORE_USER_CREDENTIAL) if directory else ""
+    if user_path and os.path.exists(user_path):
+        settings.username = read_secret(user_path)
+        password_path = os.path.join(directory, defaults.STORE_PASSWORD_CREDENTIAL)
+        if os.path.exists(password_path):
+            settings.password = read_secret(password_path)
+        return
+    user = os.environ.get(defaults.STORE_USER_ENVIRONMENT)
+    if user:
+        settings.username = user
+        password_file = os.environ.get(defaults.STORE_PASSWORD_FILE_ENVIRONMENT)
+        if password_file:
+            settings.password = read_secret(password_file)
 
 
 def _unquote(text: str) -> str:

@@ -34,6 +34,12 @@ keeps working unchanged; a cluster whose servers carry the ACL users says
 
 STORE_USER_CREDENTIAL = "store-user"
 STORE_PASSWORD_CREDENTIAL = "store-password"
+"""The systemd credentials naming a long-lived service's ACL user and its secret."""
+
+STORE_USER_ENVIRONMENT = "PBS_ACTIVATED_STORE_USER"
+STORE_PASSWORD_FILE_ENVIRONMENT = "PBS_ACTIVATED_STORE_PASSWORD_FILE"
+"""The same for the per-connection handler, which credentials would slow tenfold
+(config.resolve_secrets): its unit's environment names the user and a file."""
 
 SERVICES_GROUP = "pbs-activated"
 """The group of the services that reach the store; no person is ever a member."""

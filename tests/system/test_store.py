@@ -85,13 +85,13 @@ def test_the_store_has_no_tcp_listener(product_host: Container) -> None:
 
 
 @pytest.mark.smoke
-def test_the_secrets_are_roots_and_the_admins_alone(product_host: Container) -> None:
+def test_the_secrets_are_roots_but_the_handlers_and_the_admins(product_host: Container) -> None:
     listing = product_host.run(f"stat -c '%n %U %G %a' {SECRETS} {SECRETS}/*").stdout.splitlines()
     assert sorted(listing) == [
-        f"{SECRETS} root pbs-activated-admin 750",
+        f"{SECRETS} root root 755",
         f"{SECRETS}/pbs-admin root pbs-activated-admin 640",
         f"{SECRETS}/pbs-journal root root 600",
-        f"{SECRETS}/pbs-policy root root 600",
+        f"{SECRETS}/pbs-policy root pbs-activated 640",
     ]
 
 

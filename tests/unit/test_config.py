@@ -168,3 +168,24 @@ def test_the_default_url_written_out_is_still_the_packages_store(
     redis = load(write(tmp_path, f'[redis]\nurl = "{defaults.REDIS_URL}"\n')).redis
     assert redis.own_store()
     assert (redis.username, redis.password) == ("pbs-policy", "policy-secret")
+
+
+def test_the_handlers_unit_names_its_acl_user_and_secret_file_in_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No credentials: systemd would build them for every connection."""
+    secret = tmp_path / "pbs-policy"
+    secret.write_text("policy-secret\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("PBS_ACTIVATED_STORE_USER", "pbs-policy")
+    monkeypatch.setenv("PBS_ACTIVATED_STORE_PASSWORD_FILE", str(secret))
+    redis = load(str(tmp_path / "absent.toml")).redis
+    assert (redis.username, redis.password) == ("pbs-policy", "policy-secret")
+
+
+def test_the_environment_names_no_user_for_a_store_the_site_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PBS_ACTIVATED_STORE_USER", "pbs-policy")
+    redis = load(write(tmp_path, '[redis]\nurl = "redis://127.0.0.1:6379/0"\n')).redis
+    assert redis.username == ""
