@@ -20,8 +20,9 @@ Our handler runs as the unit runs it (its ExecStart=, pointed at this
 checkout) under systemd-socket-activate --accept --inetd, with
 $CACHE_DIRECTORY set as CacheDirectory= sets it, and reaches Redis as it
 reaches the package's own store: over its unix socket, logging in as the
-pbs-policy ACL user named in its environment as pbs-policy@.service names it. The same handler over loopback TCP without a login
-(0.1.0's default) is measured beside it. The floor runs under the same
+pbs-policy ACL user named in its environment as pbs-policy@.service names
+it. The same handler over loopback TCP without a login (0.1.0's default) is
+measured beside it. The floor runs under the same
 listener. The seed runs as its article says, on the same Redis (over TCP, as
 its default user), with its console log sent to /dev/null.
 
