@@ -183,9 +183,19 @@ def postfix_unit(ct: Container) -> str:
     return "postfix@-.service" if state == "active" else "postfix.service"
 
 
+PRODUCT_STORE_UNIT = "pbs-store.service"
+
+
 def store_unit(ct: Container) -> str:
-    """The store's service unit: `redis-server.service` or `valkey-server.service`."""
-    return ct.target.store.unit
+    """The unit holding the authorizations: the package's own store when the installed
+    package has one (0.2.0 on: the target's server binary, run as pbs-store.service),
+    otherwise the target's `redis-server.service` or `valkey-server.service`.
+
+    Asked of systemd, not assumed from a version: what a store outage test must stop
+    is whatever the product really talks to.
+    """
+    state = ct.systemctl("show", "-P", "LoadState", PRODUCT_STORE_UNIT, check=False)
+    return PRODUCT_STORE_UNIT if state.stdout.strip() == "loaded" else ct.target.store.unit
 
 
 # --------------------------------------------------------------------------
