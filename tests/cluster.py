@@ -260,8 +260,18 @@ class Acl:
         """(user, password) of one of the servers' users."""
         return user, self.passwords[user]
 
+    def handler_environment(self) -> list[str]:
+        """What pbs-policy@.service names in its environment: the handler's user and secret.
+
+        Not credentials, which systemd would set up for every connection.
+        """
+        return [
+            f"{defaults.STORE_USER_ENVIRONMENT}={acl.POLICY_USER}",
+            f"{defaults.STORE_PASSWORD_FILE_ENVIRONMENT}={self.secrets / acl.POLICY_USER}",
+        ]
+
     def credentials(self, directory: Path, user: str) -> Path:
-        """A CREDENTIALS_DIRECTORY as systemd gives the unit of the component `user`.
+        """A CREDENTIALS_DIRECTORY as systemd gives a long-lived unit of the component `user`.
 
         SetCredential=store-user:USER, LoadCredential=store-password:... and the
         `sentinel-password` a drop-in adds (docs/cluster.md).

@@ -154,11 +154,12 @@ def load_as(config: Path, credentials: Path) -> Config:
 class Hosts:
     """The configs of a POP host and of two SMTP hosts, and the SMTP hosts' handlers.
 
-    Every component logs in as its own ACL user, named with its secret in the
-    credentials its unit gets (store-user, store-password). One SMTP host reads
-    its local replica over a unix socket; the other finds servers through the
-    Sentinels, with their password from a file (`sentinel_password_file`). The
-    POP host's reader writes through the Sentinels, with their password from its
+    Every component logs in as its own ACL user, named with its secret as its
+    unit names them: the handlers in their environment, the reader in its
+    credentials (store-user, store-password). One SMTP host reads its local
+    replica over a unix socket; the other finds servers through the Sentinels,
+    with their password from a file (`sentinel_password_file`). The POP host's
+    reader writes through the Sentinels, with their password from its
     `sentinel-password` credential.
     """
 
@@ -180,14 +181,10 @@ class Hosts:
             directory / "smtp-host-sentinels.toml",
             f'{through_sentinels}sentinel_password_file = "{sentinel_password}"\n',
         )
-        handler_credentials = cluster.acl.credentials(
-            directory / "handler-credentials", acl.POLICY_USER
-        )
-        (handler_credentials / "sentinel-password").unlink()  # from the file instead
         self.sink = AuditSink(directory / "journal.sock")
         for name in ("replica-handler", "sentinel-handler"):
             (directory / name).mkdir()
-        handler = ["env", f"CREDENTIALS_DIRECTORY={handler_credentials}"]
+        handler = ["env", *cluster.acl.handler_environment()]
         handler += [PYTHON, "-m", "pbs_activated", "policy"]
         self.replica_handler = PolicyService(
             directory / "replica-handler", replica_config, self.sink.path, command=handler

@@ -17,7 +17,7 @@ made meanwhile is neither lost nor counted done before the replica has it.
 Both servers are set up as docs/cluster.md says for hosts that differ: TLS on
 the wire (replication included), the ACL file of `pbs-activated store-acl`,
 the replica logging in as pbs-replica (docs/examples/cluster-redis.conf), and
-each component as its own ACL user with the credentials its unit gets.
+each component as its own ACL user, named as its unit names it.
 Needs root (it is: the tests run as root on the CI's Debian).
 """
 
@@ -142,7 +142,6 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
     closed = Acl(tmp_path / "acl")
     tls = Tls(tmp_path / "tls", addresses=("127.0.0.1", POP_ADDRESS, SMTP_ADDRESS))
     reader_credentials = closed.credentials(tmp_path / "reader-credentials", acl.JOURNAL_USER)
-    handler_credentials = closed.credentials(tmp_path / "handler-credentials", acl.POLICY_USER)
 
     # The POP host: the master, on the wire and on its own loopback.
     master = Server(
@@ -224,7 +223,7 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
             command=[
                 *hosts.on(hosts.smtp),
                 "env",
-                f"CREDENTIALS_DIRECTORY={handler_credentials}",
+                *closed.handler_environment(),
                 PYTHON,
                 "-m",
                 "pbs_activated",
