@@ -86,9 +86,7 @@ def test_depends_on_debian_python_adduser_and_a_store_server_binary_only(deb: Pa
 
 def test_never_pulls_in_a_redis_or_valkey_instance_open_to_local_users(deb: Path) -> None:
     """redis-server and valkey-server start their own instance on 127.0.0.1:6379."""
-    related = [
-        relation for kind in ("Depends", "Recommends") for relation in relations(deb, kind)
-    ]
+    related = [relation for kind in ("Depends", "Recommends") for relation in relations(deb, kind)]
     assert not [r for r in related if "redis-server" in r or "valkey-server" in r]
 
 
