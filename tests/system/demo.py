@@ -103,8 +103,9 @@ def install(ct: Container, deb: Path) -> None:
     heading("2. Install the package")
     say(
         """apt installs it like any .deb; its dependencies (python3-redis,
-        python3-systemd) are already there. Installing enables and starts the
-        policy socket and the journal reader."""
+        python3-systemd, and redis-tools or valkey-tools for the server binary)
+        are already there. Installing enables and starts the package's own store,
+        the policy socket and the journal reader."""
     )
     print(f"  root@mx:~# apt install ./{deb.name}", flush=True)
     started = time.monotonic()
@@ -115,7 +116,7 @@ def install(ct: Container, deb: Path) -> None:
         )
     )
     print(f"    ({time.monotonic() - started:.1f} s)")
-    show(ct, "systemctl is-active pbs-policy.socket pbs-journal.service")
+    show(ct, "systemctl is-active pbs-store.service pbs-policy.socket pbs-journal.service")
     say(
         """One setting in Postfix's main.cf makes smtpd ask the policy service
         before it refuses to relay:"""
@@ -135,7 +136,7 @@ def login_and_relay(ct: Container) -> None:
     say(
         """Dovecot logs the login to the journal. pbs-journal.service trusts it only
         because journald says it came from dovecot.service, and stores the address
-        in Redis for 30 minutes:"""
+        in the package's store for 30 minutes:"""
     )
     wait_authorized(ct, LOGGED_IN)
     verb = login_verb(ct)
@@ -159,8 +160,33 @@ def login_and_relay(ct: Container) -> None:
     show(ct, f"pbs-activated check {STRANGER}")
 
 
+def local_user_refused(ct: Container) -> None:
+    heading(f"6. A local user tries to authorize {STRANGER} and cannot")
+    say(
+        """A shell account, a webmail running as www-data or a compromised daemon
+        must not make Postfix relay. Here `nobody` tries the command line, the
+        store's socket and the administrators' socket:"""
+    )
+    for command in (
+        f"runuser -u nobody -- pbs-activated grant {STRANGER}",
+        "runuser -u nobody -- pbs-activated list",
+        "runuser -u nobody -- python3 -c 'import socket; "
+        'socket.socket(socket.AF_UNIX).connect("/run/pbs-store/store.sock")\' 2>&1 | tail -1',
+        "runuser -u nobody -- python3 -c 'import socket; "
+        'socket.socket(socket.AF_UNIX).connect("/run/pbs-store-admin.sock")\' 2>&1 | tail -1',
+    ):
+        show(ct, command)
+    say(
+        """The store has no TCP listener, its socket is in a directory only the
+        services' group may enter, and each service logs in as its own ACL user.
+        Postfix still refuses the relay:"""
+    )
+    client(f"SMTP from {STRANGER}: RCPT TO:<{REMOTE}>")
+    output("\n".join(f"{code} {message}" for code, message in smtp_try(ct, STRANGER, [REMOTE])))
+
+
 def audit(ct: Container) -> None:
-    heading("6. The audit trail in the journal")
+    heading("7. The audit trail in the journal")
     say(
         """Every login taken and every decision made is a journal entry with PBS_*
         fields, so journalctl answers an auditor's questions. The login taken:"""
@@ -222,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             prepare(ct)
             install(ct, deb)
             login_and_relay(ct)
+            local_user_refused(ct)
             audit(ct)
-            heading("7. Clean up")
+            heading("8. Clean up")
             say("Powering the container off and deleting its files.")
     except (ContainerError, TimeoutError, RuntimeError, subprocess.CalledProcessError) as error:
         print(f"demo failed (the container is removed): {error}", file=sys.stderr)
