@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from support import PYTHON, REPO
+from support import REPO, component_python
 
 JOURNAL_REMOTE = "/usr/lib/systemd/systemd-journal-remote"
 BOOT_ID = "5b0e1c2d3a4f45e6a7b8c9d0e1f2a3b4"
@@ -263,7 +263,7 @@ class ReaderProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    PYTHON,
+                    component_python(),
                     "-m",
                     "pbs_activated",
                     "--config",

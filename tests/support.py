@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"
 """Debian's interpreter, with Debian's python3-redis and python3-systemd, as in the .deb."""
 
+REDIS_PY_ENVIRONMENT = "PBS_TEST_REDIS_PY"
+"""Run the CLI and the reader with this python3-redis instead of Debian's here: a
+version, or `other` for the other Debian release's (tests/redispy.py)."""
+
+
+def component_python() -> str:
+    """The interpreter the CLI and the reader run under in these tests."""
+    version = os.environ.get(REDIS_PY_ENVIRONMENT, "")
+    if not version:
+        return PYTHON
+    from redispy import interpreter_with_redis_py, other_release_version
+
+    return interpreter_with_redis_py(other_release_version() if version == "other" else version)
+
 
 class RedisServer:
     """A private redis-server listening on a unix socket (and optionally a loopback port)."""
@@ -161,7 +175,7 @@ def run_cli(
     *arguments: str, config: Path | None = None, check: bool = True, input: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `python3 -m pbs_activated` from this checkout, as the installed command would run."""
-    command = [PYTHON, "-m", "pbs_activated"]
+    command = [component_python(), "-m", "pbs_activated"]
     if config is not None:
         command += ["--config", str(config)]
     environment = dict(os.environ, PYTHONPATH=str(REPO))

@@ -25,10 +25,8 @@ The handler's `Lookup` speaks RESP itself; its tests run in this process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +38,8 @@ from typing import Any
 
 import pytest
 from cluster import SLOW_MACHINE_WAIT, Cluster, free_port
-from support import PYTHON, REPO, RedisServer, write_config
+from redispy import REDIS_PY_VERSIONS, interpreter_with_redis_py
+from support import REPO, RedisServer, write_config
 
 from pbs_activated import store
 from pbs_activated.config import load
@@ -51,12 +50,6 @@ TIMEOUT = 1.0
 SLACK = 0.6
 """What a loaded two-core machine may add to one timeout, interpreter start included
 for the CLI. A single retry would add a whole timeout more."""
-
-REDIS_PY_VERSIONS = ("4.3.4", "6.1.0")
-"""Debian 12's python3-redis and Debian 13's."""
-
-VENVS = REPO / ".venv-redis"
-"""One virtualenv per redis-py version that Debian's python3 does not have (gitignored)."""
 
 ADDRESS = "192.0.2.10"
 
@@ -72,45 +65,6 @@ class RedisPy:
 @pytest.fixture(scope="session", params=REDIS_PY_VERSIONS, ids=lambda v: f"redis-py-{v}")
 def redis_py(request: pytest.FixtureRequest) -> RedisPy:
     return RedisPy(request.param, interpreter_with_redis_py(request.param))
-
-
-def interpreter_with_redis_py(version: str) -> str:
-    """Return Debian's python3 if its python3-redis is `version`, else a cached venv's.
-
-    Made under a lock, so that two test runs at once build it once; a venv whose
-    pip failed half-way has no stamp and is made again.
-    """
-    if imported_redis_py(PYTHON) == version:
-        return PYTHON
-    VENVS.mkdir(exist_ok=True)
-    venv = VENVS / version
-    python = venv / "bin" / "python"
-    stamp = venv / "complete"
-    with open(VENVS / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not stamp.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([PYTHON, "-m", "venv", "--system-site-packages", venv], check=True)
-            pip = subprocess.run(
-                [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-                + [f"redis=={version}"],
-                capture_output=True,
-                text=True,
-            )
-            if pip.returncode != 0:
-                pytest.fail(f"cannot install redis=={version} from PyPI: {pip.stderr}")
-            stamp.touch()
-    assert imported_redis_py(str(python)) == version
-    return str(python)
-
-
-def imported_redis_py(python: str) -> str:
-    return subprocess.run(
-        [python, "-c", "import redis; print(redis.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @contextlib.contextmanager

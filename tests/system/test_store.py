@@ -226,7 +226,7 @@ def test_a_full_store_makes_the_reader_wait_and_loses_no_login(
         assert pop3_login(product_host, address, "alice", "secret")["ok"]
         deadline = time.monotonic() + 10
         status = ""
-        while "OOM" not in status:
+        while "command not allowed when used memory" not in status:  # redis-py 4.3 and 6.1
             assert time.monotonic() < deadline, f"the reader never met the full store: {status}"
             time.sleep(0.2)
             status = product_host.run(
