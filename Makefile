@@ -105,6 +105,7 @@ bench:
 	.ci/ensure-packages $(BENCH_PACKAGES)
 	command -v npm >/dev/null || .ci/ensure-packages npm
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/store_durability.py
 
 # 100 Postfix-like connections for 60 s: no errors, no leftovers, flat memory.
 soak:
