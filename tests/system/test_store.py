@@ -162,11 +162,9 @@ def test_the_readers_credential_cannot_read_or_run_admin_commands(
 
 
 def test_no_password_and_the_default_user_get_nothing(product_host: Container) -> None:
-    replies = probe(
-        product_host, STORE_SOCKET, "GET pbs:client:192.0.2.200 -- AUTH default x"
-    ).splitlines()
-    assert replies[0].startswith("-NOAUTH")
-    assert replies[1].startswith("-WRONGPASS")
+    # One connection each: an unauthenticated client's first error may end it.
+    assert probe(product_host, STORE_SOCKET, "GET pbs:client:192.0.2.200").startswith("-NOAUTH")
+    assert probe(product_host, STORE_SOCKET, "AUTH default x").startswith("-WRONGPASS")
 
 
 def logged_in(ct: Container, address: str) -> None:
