@@ -68,19 +68,12 @@ _HELLO = "&__sentinel__:hello"
 # non-zero `db` in the url works; PING is how the reader and the CLI see the
 # store answer. The authorize script's own calls are checked against the user
 # running EVAL, so they are listed with it.
+_WRITE = ("+eval", "+pexpiretime", "+pexpireat", "+set", "+role", "+wait")
+"""store.authorize: the script (and the calls it makes), then ROLE and WAIT."""
+
 RULES: dict[str, tuple[str, ...]] = {
     POLICY_USER: (_KEYS, "+get", "+mget", "+ping", "+select"),
-    JOURNAL_USER: (
-        _KEYS,
-        "+eval",
-        "+pexpiretime",
-        "+pexpireat",
-        "+set",
-        "+role",
-        "+wait",
-        "+ping",
-        "+select",
-    ),
+    JOURNAL_USER: (_KEYS, *_WRITE, "+ping", "+select"),
     ADMIN_USER: (
         _KEYS,
         "+get",
@@ -88,12 +81,7 @@ RULES: dict[str, tuple[str, ...]] = {
         "+scan",
         "+pttl",
         "+del",
-        "+eval",
-        "+pexpiretime",
-        "+pexpireat",
-        "+set",
-        "+role",
-        "+wait",
+        *_WRITE,
         "+ping",
         "+select",
         "+info",

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from support import RedisServer, run_cli
 
 from pbs_activated import store
 
 
-def test_every_live_authorization_moves_with_its_expiry(
-    tmp_path: Path, redis_server: RedisServer, config_file: Path
-) -> None:
-    old = RedisServer(tmp_path / "old")
+@pytest.fixture
+def old_store(tmp_path: Path) -> Iterator[RedisServer]:
+    """0.1.0's store: another redis-server, open, with keys of the same schema."""
     (tmp_path / "old").mkdir()
+    old = RedisServer(tmp_path / "old")
     old.start()
-    try:
-        now = store.now_ms()
-        writer = old.client()
-        writer.set(store.client_key("192.0.2.7"), "alice", pxat=now + 600_000)
-        writer.set(store.client_key("2001:db8::7"), "bob", pxat=now + 60_000)
-        writer.set("unrelated", "x")
-        result = run_cli("migrate", "--from", old.url, config=config_file)
-    finally:
-        old.stop()
+    yield old
+    old.stop()
+
+
+def test_every_live_authorization_moves_with_its_expiry(
+    old_store: RedisServer, redis_server: RedisServer, config_file: Path
+) -> None:
+    now = store.now_ms()
+    writer = old_store.client()
+    writer.set(store.client_key("192.0.2.7"), "alice", pxat=now + 600_000)
+    writer.set(store.client_key("2001:db8::7"), "bob", pxat=now + 60_000)
+    writer.set("unrelated", "x")
+    result = run_cli("migrate", "--from", old_store.url, config=config_file)
     assert "2 authorizations" in result.stdout and "2 copied" in result.stdout
     new = redis_server.client()
     assert new.get(store.client_key("192.0.2.7")) == "alice"
@@ -33,18 +39,12 @@ def test_every_live_authorization_moves_with_its_expiry(
 
 
 def test_a_copy_never_shortens_a_newer_login(
-    tmp_path: Path, redis_server: RedisServer, config_file: Path
+    old_store: RedisServer, redis_server: RedisServer, config_file: Path
 ) -> None:
-    old = RedisServer(tmp_path / "old")
-    (tmp_path / "old").mkdir()
-    old.start()
-    try:
-        now = store.now_ms()
-        old.client().set(store.client_key("192.0.2.7"), "alice", pxat=now + 60_000)
-        redis_server.client().set(store.client_key("192.0.2.7"), "alice", pxat=now + 900_000)
-        run_cli("migrate", "--from", old.url, config=config_file)
-    finally:
-        old.stop()
+    now = store.now_ms()
+    old_store.client().set(store.client_key("192.0.2.7"), "alice", pxat=now + 60_000)
+    redis_server.client().set(store.client_key("192.0.2.7"), "alice", pxat=now + 900_000)
+    run_cli("migrate", "--from", old_store.url, config=config_file)
     assert redis_server.client().pexpiretime(store.client_key("192.0.2.7")) == now + 900_000
 
 
