@@ -41,9 +41,6 @@ STORE_PASSWORD_FILE_ENVIRONMENT = "PBS_ACTIVATED_STORE_PASSWORD_FILE"
 """The same for the per-connection handler, which credentials would slow tenfold
 (config.resolve_secrets): its unit's environment names the user and a file."""
 
-SERVICES_GROUP = "pbs-activated"
-"""The group of the services that reach the store; no person is ever a member."""
-
 ADMIN_GROUP = "pbs-activated-admin"
 """Members may run the admin commands, as root may: they can read the admin secret."""
 

@@ -18,30 +18,8 @@ import sys
 from pbs_activated import store
 from pbs_activated.config import Config, RedisSettings, parse_redis_url
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import redis
-
 EXIT_SOURCE_UNAVAILABLE = 3
 """The old store could not be read: the caller falls back to re-reading the journal."""
-
-
-def authorizations(client: redis.Redis) -> list[tuple[str, str, int]]:
-    """(address, user, expiry in Unix ms) of every authorization in a store."""
-    entries: list[tuple[str, str, int]] = []
-    keys = sorted(client.scan_iter(match=store.client_key("*"), count=1000))
-    if not keys:
-        return entries
-    pipeline = client.pipeline(transaction=False)
-    for key in keys:
-        pipeline.get(key)
-        pipeline.execute_command("PEXPIRETIME", key)
-    replies = pipeline.execute()
-    for index, key in enumerate(keys):
-        user, expires_ms = replies[2 * index], int(replies[2 * index + 1])
-        if user is not None and expires_ms > 0:  # -1: no expiry (never ours), -2: gone
-            entries.append((store.address_of(key), user, expires_ms))
-    return entries
 
 
 def run(source_url: str, config: Config, only_to_own_store: bool = False) -> int:
@@ -65,12 +43,12 @@ def run(source_url: str, config: Config, only_to_own_store: bool = False) -> int
     parse_redis_url(source_url, source)
     source.timeout = config.redis.timeout
     try:
-        found = authorizations(store.connect(source))
+        found = store.authorizations(store.connect(source))
     except Exception as error:  # redis-py's errors: the old store is down or refuses us
         print(f"pbs-activated: migrate: cannot read {source_url}: {error}", file=sys.stderr)
         return EXIT_SOURCE_UNAVAILABLE
     now = store.now_ms()
-    live = [entry for entry in found if entry[2] > now]
+    live = [entry for entry in found if entry[2] > now]  # -1 (no expiry) is never a login
     target = store.connect(config.redis)
     copied = sum(store.authorize(target, *entry) for entry in live)
     print(

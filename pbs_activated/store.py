@@ -732,22 +732,35 @@ def replicas_online(role: object) -> int:
     return 0
 
 
-def list_authorized(client: redis.Redis) -> list[tuple[str, str, float]]:
-    """Return (address, user, seconds left) for every authorization, by address."""
+def authorizations(client: redis.Redis) -> list[tuple[str, str, int]]:
+    """Return (address, user, expiry in Unix ms, -1 for none) of every authorization, by address.
+
+    The absolute expiry (PEXPIRETIME) is what a write needs to copy one to another
+    store unchanged (`migrate`); `list_authorized` turns it into seconds left.
+    """
     keys = sorted(client.scan_iter(match=defaults.KEY_PREFIX + "*", count=1000))
     if not keys:
         return []
     pipeline = client.pipeline(transaction=False)
     for key in keys:
         pipeline.get(key)
-        pipeline.pttl(key)
+        pipeline.execute_command("PEXPIRETIME", key)
     replies = pipeline.execute()
     entries = []
     for index, key in enumerate(keys):
-        user, ttl = replies[2 * index], replies[2 * index + 1]
-        if user is not None and ttl != -2:
-            entries.append((address_of(key), user, ttl / 1000 if ttl >= 0 else float("inf")))
+        user, expires_ms = replies[2 * index], int(replies[2 * index + 1])
+        if user is not None and expires_ms != -2:  # -2: expired since the SCAN
+            entries.append((address_of(key), user, expires_ms))
     return entries
+
+
+def list_authorized(client: redis.Redis) -> list[tuple[str, str, float]]:
+    """Return (address, user, seconds left) for every authorization, by address."""
+    now = now_ms()
+    return [
+        (address, user, (expires_ms - now) / 1000 if expires_ms >= 0 else float("inf"))
+        for address, user, expires_ms in authorizations(client)
+    ]
 
 
 def now_ms() -> int:
