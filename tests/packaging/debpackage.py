@@ -80,3 +80,21 @@ def versioned(version: str) -> Callable[[Path], None]:
         control.write_text(text)
 
     return change
+
+
+# For the tests that boot a container with the package (test_install, test_usr_move,
+# test_poll_limit).
+
+ASK_THE_POLICY_SOCKET = (
+    'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
+    " s.connect('/var/spool/postfix/private/pbs-policy');"
+    " s.sendall(b'request=smtpd_access_policy\\nprotocol_state=RCPT\\n"
+    "client_address=192.0.2.1\\n\\n'); print(s.recv(200).decode().strip())\""
+)
+"""One RCPT request to the policy socket from inside the container; prints the answer."""
+
+
+def shell(container: object, command: str, timeout: float = 60) -> str:
+    """A shell command's output in a booted container, whatever its exit status."""
+    result = container.run(command, check=False, timeout=timeout)  # type: ignore[attr-defined]
+    return str(result.stdout).strip()

@@ -8,14 +8,13 @@ checks share one container; each lifecycle check boots a fresh one (a second).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from debpackage import project_version
+from debpackage import ASK_THE_POLICY_SOCKET, project_version, shell
+from system.container import missing_requirements
 
 pytestmark = pytest.mark.system
 
@@ -31,25 +30,10 @@ STATE = (
     "/var/lib/pbs-store",
     "/etc/pbs-activated/secrets",
 )
-ASK_THE_POLICY_SOCKET = (
-    'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
-    " s.connect('/var/spool/postfix/private/pbs-policy');"
-    " s.sendall(b'request=smtpd_access_policy\\nprotocol_state=RCPT\\n"
-    "client_address=192.0.2.1\\n\\n'); print(s.recv(200).decode().strip())\""
-)
 TO_THE_SERVER_SOCKET = (
     "systemctl disable --now pbs-policy.socket && systemctl enable --now pbs-policy-server.socket"
 )
 """The switch to one server process for all connections, as pbs-activated(8) gives it."""
-
-
-def skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "installing the package in a container needs root"
-    missing = [
-        tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if not shutil.which(tool)
-    ]
-    return f"missing {', '.join(missing)}" if missing else None
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +82,7 @@ def postfix_stand_in(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def booted(deb: Path, upgrade: Path, stand_in: Path) -> Iterator[object]:
-    reason = skip_reason()
+    reason = missing_requirements()
     if reason:
         pytest.skip(reason)
     from system.container import Container
@@ -121,10 +105,6 @@ def installed(deb: Path, upgrade_deb: Path, postfix_stand_in: Path) -> Iterator[
 def fresh(deb: Path, upgrade_deb: Path, postfix_stand_in: Path) -> Iterator[object]:
     """A container of its own, for a check that upgrades, removes or purges."""
     yield from booted(deb, upgrade_deb, postfix_stand_in)
-
-
-def shell(container: object, command: str) -> str:
-    return container.run(command, check=False).stdout.strip()  # type: ignore[attr-defined]
 
 
 def test_installing_enables_the_policy_socket_and_the_reader(installed: object) -> None:

@@ -15,13 +15,13 @@ on a systemd without poll limits there is nothing to check and the tests skip.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from debpackage import shell
+from system.container import missing_requirements
 
 pytestmark = pytest.mark.system
 
@@ -52,24 +52,10 @@ LOW_LIMIT = "[Socket]\nPollLimitIntervalSec=1s\nPollLimitBurst=20\n"
 DROP_IN = "/run/systemd/system/pbs-policy.socket.d/low-poll-limit.conf"
 
 
-def skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "installing the package in a container needs root"
-    missing = [
-        tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if not shutil.which(tool)
-    ]
-    return f"missing {', '.join(missing)}" if missing else None
-
-
-def shell(container: object, command: str, timeout: float = 60) -> str:
-    result = container.run(command, check=False, timeout=timeout)  # type: ignore[attr-defined]
-    return str(result.stdout).strip()
-
-
 @pytest.fixture(scope="module")
 def installed(deb: Path) -> Iterator[object]:
     """A booted system with systemd 255 or later and the package installed."""
-    reason = skip_reason()
+    reason = missing_requirements()
     if reason:
         pytest.skip(reason)
     from system.container import Container

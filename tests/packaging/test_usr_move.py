@@ -17,8 +17,6 @@ units' path (and the maintainer scripts see no upgrade from an older release).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +24,15 @@ from pathlib import Path
 import pytest
 from debpackage import (
     ALIASED_UNIT_DIRECTORY,
+    ASK_THE_POLICY_SOCKET,
     UNIT_DIRECTORY,
     project_version,
     repack,
+    shell,
     units_under_lib,
     versioned,
 )
+from system.container import missing_requirements
 
 pytestmark = pytest.mark.system
 
@@ -45,25 +46,6 @@ UNITS = (
 OLD = "/root/pbs-activated-units-under-lib.deb"
 NEW = "/root/pbs-activated.deb"
 NEW_VERSION = f"{project_version()}+units.under.usr"
-ASK_THE_POLICY_SOCKET = (
-    'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
-    " s.connect('/var/spool/postfix/private/pbs-policy');"
-    " s.sendall(b'request=smtpd_access_policy\\nprotocol_state=RCPT\\n"
-    "client_address=192.0.2.1\\n\\n'); print(s.recv(200).decode().strip())\""
-)
-
-
-def skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "installing the package in a container needs root"
-    missing = [
-        tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if not shutil.which(tool)
-    ]
-    return f"missing {', '.join(missing)}" if missing else None
-
-
-def shell(container: object, command: str) -> str:
-    return container.run(command, check=False).stdout.strip()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -77,7 +59,7 @@ class Upgrade:
 
 @pytest.fixture(scope="module")
 def upgrade(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upgrade]:
-    reason = skip_reason()
+    reason = missing_requirements()
     if reason:
         pytest.skip(reason)
     from system.container import Container
