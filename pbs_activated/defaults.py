@@ -14,6 +14,13 @@ REDIS_URL = "unix:///run/pbs-store/store.sock"
 """The package's own store, pbs-store.service: a unix socket in a directory only the
 services' group may enter, and no TCP listener, so no other local user can reach it."""
 
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+"""Where a `redis://` URL without host or port points, as redis-cli and redis-py do."""
+
+SENTINEL_PORT = 26379
+"""Sentinel's own port, for a `sentinels` entry without one."""
+
 STORE_ADMIN_URL = "unix:///run/pbs-store-admin.sock"
 """How the CLI reaches the package's store: pbs-store-admin.socket, a proxy that root
 and the members of ADMIN_GROUP may connect to (the store's own directory is closed
@@ -39,7 +46,7 @@ STORE_PASSWORD_CREDENTIAL = "store-password"
 STORE_USER_ENVIRONMENT = "PBS_ACTIVATED_STORE_USER"
 STORE_PASSWORD_FILE_ENVIRONMENT = "PBS_ACTIVATED_STORE_PASSWORD_FILE"
 """The same for the per-connection handler, which credentials would slow tenfold
-(config.resolve_secrets): its unit's environment names the user and a file."""
+(storeaccess.resolve_secrets): its unit's environment names the user and a file."""
 
 ADMIN_GROUP = "pbs-activated-admin"
 """Members may run the admin commands, as root may: they can read the admin secret."""
@@ -76,6 +83,7 @@ no password in it, database 0 (the package's store is a local unix socket)."""
 
 SENTINEL_SERVICE = "pbs"
 SENTINEL_PASSWORD_FILE = ""
+"""A file holding the Sentinels' password; empty: the `sentinel-password` credential, else none."""
 
 KEY_PREFIX = "pbs:client:"
 """Redis keys are KEY_PREFIX + normalised client address; the value is the user name."""
@@ -152,8 +160,9 @@ MIN_REPLICAS_ACKNOWLEDGED = "auto"
 A master that dies between acknowledging a write and replicating it loses the
 write, and Sentinel then promotes a replica without it: a login silently gone.
 "auto" asks for one replica whenever the master has a replica online, and for
-none on a lone Redis, which has nobody to wait for. A number asks for exactly
-that many, so a write is refused (and re-sent) while fewer are online.
+none on a lone Redis, which has nobody to wait for; with Sentinels, always for
+one (config.apply_replication says why). A number asks for exactly that many,
+so a write is refused (and re-sent) while fewer are online.
 """
 
 REPLICATION_TIMEOUT = 0.5

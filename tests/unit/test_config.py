@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pbs_activated import defaults
-from pbs_activated.config import ConfigError, config_path, load
+from pbs_activated.config import AuthorizationSettings, ConfigError, config_path, load
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -189,3 +189,34 @@ def test_the_environment_names_no_user_for_a_store_the_site_named(
     monkeypatch.setenv("PBS_ACTIVATED_STORE_USER", "pbs-policy")
     redis = load(write(tmp_path, '[redis]\nurl = "redis://127.0.0.1:6379/0"\n')).redis
     assert redis.username == ""
+
+
+@pytest.mark.parametrize("network", ["10.0.0.0/33", "not-a-network", "2001:db8::/129"])
+def test_a_bad_network_to_ignore_is_refused_by_name_whoever_loads_the_file(
+    tmp_path: Path, network: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"\[authorization\] ignore: not a network: '{network}'"):
+        load(write(tmp_path, f'[authorization]\nignore = ["127.0.0.0/8", "{network}"]\n'))
+
+
+def test_the_networks_to_ignore_are_given_parsed_to_the_reader(tmp_path: Path) -> None:
+    text = '[authorization]\nignore = ["192.0.2.1/24", "2001:db8::/32"]\n'
+    networks = load(write(tmp_path, text)).authorization.networks()
+    assert [str(network) for network in networks] == ["192.0.2.0/24", "2001:db8::/32"]
+
+
+def test_the_default_networks_to_ignore_are_loopback(tmp_path: Path) -> None:
+    networks = load(str(tmp_path / "absent.toml")).authorization.networks()
+    assert [str(network) for network in networks] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_networks_set_by_hand_are_checked_when_asked_for() -> None:
+    authorization = AuthorizationSettings()
+    authorization.ignore = ("192.0.2.300/32",)
+    with pytest.raises(ConfigError, match="192.0.2.300"):
+        authorization.networks()
+
+
+def test_an_ignore_of_the_wrong_type_is_refused_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[authorization\] ignore must be a list of strings"):
+        load(write(tmp_path, '[authorization]\nignore = "10.0.0.0/8"\n'))

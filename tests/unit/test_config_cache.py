@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 from pathlib import Path
@@ -29,11 +30,11 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def imports_tomllib(config: Path, environment: dict[str, str]) -> bool:
-    """Load `config` in a fresh handler-like interpreter; tell whether tomllib was imported."""
+def imports(config: Path, environment: dict[str, str], module: str) -> bool:
+    """Load `config` in a fresh handler-like interpreter; tell whether `module` was imported."""
     code = (
         f"import sys; sys.path.append({str(REPO)!r}); from pbs_activated.config import load; "
-        f"load({str(config)!r}); print('tomllib' in sys.modules)"
+        f"load({str(config)!r}); print({module!r} in sys.modules)"
     )
     result = subprocess.run(
         [PYTHON, "-I", "-S", "-c", code],
@@ -43,6 +44,10 @@ def imports_tomllib(config: Path, environment: dict[str, str]) -> bool:
         check=True,
     )
     return result.stdout.strip() == "True"
+
+
+def imports_tomllib(config: Path, environment: dict[str, str]) -> bool:
+    return imports(config, environment, "tomllib")
 
 
 def test_nothing_is_cached_without_a_cache_directory(
@@ -141,3 +146,34 @@ def test_an_unwritable_cache_directory_costs_only_the_cache(
     monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "missing"))
     config = write(tmp_path / "c.toml", "[authorization]\nlifetime = 600\n")
     assert load(str(config)).authorization.lifetime == 600
+
+
+def test_a_file_with_a_bad_network_is_never_cached(tmp_path: Path, cache_directory: Path) -> None:
+    config = write(tmp_path / "c.toml", '[authorization]\nignore = ["10.0.0.0/33"]\n')
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="not a network"):
+            load(str(config))
+    assert not (cache_directory / CACHE_FILE).exists()
+
+
+def test_a_cached_file_is_read_without_ipaddress(tmp_path: Path, cache_directory: Path) -> None:
+    """The networks were checked when the file was parsed: the handler never pays for it."""
+    config = write(tmp_path / "c.toml", '[authorization]\nignore = ["10.0.0.0/8"]\n')
+    environment = {"CACHE_DIRECTORY": str(cache_directory)}
+    assert imports(config, environment, "ipaddress")
+    assert not imports(config, environment, "ipaddress")
+
+
+def test_a_cache_of_the_previous_format_is_parsed_again(
+    tmp_path: Path, cache_directory: Path
+) -> None:
+    """Format 1 cached files whose networks were never checked."""
+    config = write(tmp_path / "c.toml", '[authorization]\nignore = ["10.0.0.0/33"]\n')
+    status = config.stat()
+    key = (str(config), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    tables = {"authorization": {"ignore": ["10.0.0.0/33"]}}
+    (cache_directory / CACHE_FILE).write_bytes(
+        marshal.dumps(("pbs-activated config cache 1", key, tables))
+    )
+    with pytest.raises(ConfigError, match="not a network"):
+        load(str(config))
