@@ -1,21 +1,21 @@
-"""The shipped conffile documents every key the parser accepts, each with its default.
+"""The shipped conffile shows every key of configtable.TABLE, and no other, with its default.
 
-Which keys exist is asked of the parser itself, not copied here: every name that
-appears in config.py (or in the conffile) is offered to it with a value of the
-wrong type, and a key it knows complains about the value, an unknown one about
-the key. So a key added to config.py without a line in the conffile fails here.
+Which keys exist is the table's to say, and `apply` knows no other: a key added
+to the table without a line in the conffile, or a line whose key or default the
+table does not have, fails here.
 """
 
 from __future__ import annotations
 
-import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 from support import REPO
 
 from pbs_activated import config
+from pbs_activated.configtable import TABLE
 
 CONFFILE = REPO / "packaging/pbs-activated.toml"
 MAN_PAGE = REPO / "docs/pbs-activated.toml.5"
@@ -40,50 +40,23 @@ def conffile_keys() -> dict[str, set[str]]:
     return keys
 
 
-def candidate_names() -> set[str]:
-    """Every identifier-like string constant in config.py, plus the conffile's names."""
-    tree = ast.parse(Path(config.__file__).read_text())
-    names = {
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and re.fullmatch(r"[a-z][a-z0-9_]*", node.value)
-    }
-    for section, keys in conffile_keys().items():
-        names |= keys | {section}
-    return names
+def conffile_defaults() -> dict[tuple[str, str], object]:
+    """(section, key) -> the default the conffile shows, as TOML reads it (a list as a tuple)."""
+    shown: dict[tuple[str, str], object] = {}
+    section = ""
+    for line in CONFFILE.read_text().splitlines():
+        if match := SECTION_LINE.match(line):
+            section = match.group(1)
+        elif match := DEFAULT_LINE.match(line):
+            value = tomllib.loads(f"value = {match.group(2)}")["value"]
+            shown[section, match.group(1)] = tuple(value) if isinstance(value, list) else value
+    return shown
 
 
 def load_text(tmp_path: Path, text: str) -> config.Config:
     path = tmp_path / "probe.toml"
     path.write_text(text)
     return config.load(str(path))
-
-
-def accepted_sections(tmp_path: Path) -> set[str]:
-    accepted = set()
-    for name in candidate_names():
-        try:
-            load_text(tmp_path, f"[{name}]\n")
-        except config.ConfigError as error:
-            assert "unknown section" in str(error), error
-            continue
-        accepted.add(name)
-    return accepted
-
-
-def accepted_keys(tmp_path: Path, section: str) -> set[str]:
-    """The keys of `section` the parser knows: offered a wrong value, they complain about it."""
-    accepted = set()
-    for name in candidate_names():
-        try:
-            load_text(tmp_path, f"[{section}]\n{name} = [[]]\n")
-        except config.ConfigError as error:
-            if "unknown key" in str(error):
-                continue
-        accepted.add(name)
-    return accepted
 
 
 def every_default_uncommented() -> str:
@@ -108,14 +81,27 @@ def no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
-def test_conffile_has_every_section_the_parser_accepts(tmp_path: Path) -> None:
-    assert set(conffile_keys()) == accepted_sections(tmp_path)
+def test_conffile_has_the_sections_of_the_table_in_its_order() -> None:
+    assert list(conffile_keys()) == list(TABLE)
 
 
-@pytest.mark.parametrize("section", sorted(conffile_keys()))
-def test_conffile_shows_every_key_the_parser_accepts(tmp_path: Path, section: str) -> None:
-    missing = accepted_keys(tmp_path, section) - conffile_keys()[section]
+@pytest.mark.parametrize("section", sorted(TABLE))
+def test_conffile_shows_every_key_of_the_table(section: str) -> None:
+    missing = set(TABLE[section]) - conffile_keys()[section]
     assert not missing, f"[{section}] keys missing from {CONFFILE.name}: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("section", sorted(TABLE))
+def test_conffile_shows_no_key_the_table_lacks(section: str) -> None:
+    unknown = conffile_keys()[section] - set(TABLE[section])
+    assert not unknown, f"[{section}] keys in {CONFFILE.name} the table lacks: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize(
+    ("section", "name"), [(section, name) for section, keys in TABLE.items() for name in keys]
+)
+def test_conffile_shows_the_tables_default(section: str, name: str) -> None:
+    assert conffile_defaults()[section, name] == TABLE[section][name][1]
 
 
 def test_conffile_as_shipped_means_every_default(tmp_path: Path) -> None:

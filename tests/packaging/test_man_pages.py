@@ -1,19 +1,25 @@
-"""The man pages render cleanly and document every command and option of the CLI.
+"""The man pages render cleanly and document every command, option and key.
 
 The commands and options are asked of the command itself (`--help`), so one added
-to cli.py without a word in pbs-activated(8) fails here.
+to cli.py without a word in pbs-activated(8) fails here; the keys, their defaults
+and bounds are configtable.TABLE's, so a key added there without its entry in
+pbs-activated.toml(5), or an entry whose default or bounds differ, fails here.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from debpackage import run
 from support import PYTHON, REPO
 
+from pbs_activated.configtable import TABLE
+
 PAGES = ("docs/pbs-activated.8", "docs/pbs-activated.toml.5")
 COMMAND_PAGE = REPO / "docs/pbs-activated.8"
+TOML_PAGE = REPO / "docs/pbs-activated.toml.5"
 
 
 def help_text(*command: str) -> str:
@@ -76,3 +82,118 @@ def test_the_code_writes_audit_fields_to_document() -> None:
 @pytest.mark.parametrize("field", sorted(audit_fields()))
 def test_command_page_documents_the_audit_field(field: str) -> None:
     assert re.search(rf"^\.BR? .*\b{field}\b", COMMAND_PAGE.read_text(), re.MULTILINE)
+
+
+def roff_arguments(line: str) -> list[str]:
+    """A macro line's arguments: split at spaces, `"..."` one argument (`""` a quote in it)."""
+    arguments: list[str] = []
+    rest = line.split(" ", 1)[1] if " " in line else ""
+    while rest:
+        if rest.startswith(" "):
+            rest = rest[1:]
+        elif rest.startswith('"'):
+            match = re.match(r'"((?:[^"]|"")*)"?', rest)
+            assert match, line
+            arguments.append(match.group(1).replace('""', '"'))
+            rest = rest[match.end() :]
+        else:
+            word, _, rest = rest.partition(" ")
+            arguments.append(word)
+    return arguments
+
+
+def plain(roff_text: str) -> str:
+    """roff's escapes as the reader sees them."""
+    for escape, text in (("\\(dq", '"'), ("\\(aq", "'"), ("\\-", "-"), ("\\e", "\\")):
+        roff_text = roff_text.replace(escape, text)
+    return re.sub(r"\\f[BIRP]", "", roff_text)
+
+
+def documented_keys() -> dict[str, dict[str, str]]:
+    """Section -> key -> what its entry's tag says in parentheses (`string, default "x"`)."""
+    keys: dict[str, dict[str, str]] = {}
+    section = ""
+    tag_follows = False
+    for line in TOML_PAGE.read_text().splitlines():
+        if match := re.fullmatch(r'\.SH "\[(\w+)\]"', line):
+            section = match.group(1)
+            keys[section] = {}
+        elif line.startswith(".SH"):
+            section = ""
+        elif line == ".TP":
+            tag_follows = True
+            continue
+        elif tag_follows and section:
+            tag = plain("".join(roff_arguments(line)))
+            match = re.fullmatch(r"(\w+) \((.*)\)", tag)
+            assert match, f"[{section}] an entry's tag is not `key (..., default ...)`: {tag}"
+            keys[section][match.group(1)] = match.group(2)
+        tag_follows = False
+    return keys
+
+
+EMPTY = object()
+"""What `default empty` says: an empty string or an empty list."""
+
+
+def shown_default(description: str) -> tuple[object, str]:
+    """The default a tag shows, and the rest of the tag (which may show the bounds)."""
+    before, marker, rest = description.partition("default ")
+    assert marker, f"no default in ({description})"
+    if rest.startswith('"'):
+        end = rest.index('"', 1)
+        return rest[1:end], before + rest[end + 1 :]
+    if rest.startswith("["):
+        end = rest.index("]") + 1
+        return tuple(json.loads(rest[:end])), before + rest[end:]
+    text = rest.split(",")[0].strip()
+    remainder = before + rest[len(text) :]
+    if text == "empty":
+        return EMPTY, remainder
+    if text in ("true", "false"):
+        return text == "true", remainder
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text), remainder
+    return text, remainder
+
+
+TABLE_KEYS = [(section, name) for section, keys in TABLE.items() for name in keys]
+
+
+def test_toml_page_has_a_section_for_each_of_the_table() -> None:
+    assert list(documented_keys()) == list(TABLE)
+
+
+@pytest.mark.parametrize("section", list(TABLE))
+def test_toml_page_documents_every_key_of_the_table_and_no_other(section: str) -> None:
+    documented = set(documented_keys()[section])
+    assert not set(TABLE[section]) - documented, f"[{section}] keys missing from the page"
+    assert not documented - set(TABLE[section]), f"[{section}] keys the table lacks"
+
+
+@pytest.mark.parametrize(("section", "name"), TABLE_KEYS)
+def test_toml_page_shows_the_tables_default(section: str, name: str) -> None:
+    shown, _ = shown_default(documented_keys()[section][name])
+    default = TABLE[section][name][1]
+    if shown is EMPTY:
+        assert default in (
+            "",
+            (),
+        ), f"[{section}] {name}: the page says empty, the table {default!r}"
+    else:
+        assert shown == default
+
+
+@pytest.mark.parametrize(
+    ("section", "name"),
+    [
+        (section, name)
+        for section, name in TABLE_KEYS
+        if re.search(r"\d", str(TABLE[section][name][2]))
+    ],
+)
+def test_toml_page_shows_the_tables_bounds(section: str, name: str) -> None:
+    _, rest = shown_default(documented_keys()[section][name])
+    bounds = re.search(r"(\d[\d.]*) to (\d[\d.]*)", rest)
+    assert bounds, f"[{section}] {name}: no bounds shown in ({rest})"
+    assert tuple(float(bound) for bound in bounds.groups()) == TABLE[section][name][2]
