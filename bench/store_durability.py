@@ -3,7 +3,7 @@
 The reader moves its journal cursor only once the store acknowledged a login,
 and with `appendfsync always` an acknowledged login is on disk: a power cut
 loses none. This measures the price: logins written one after another, each
-with `store.authorize` (the authorize script, ROLE and WAIT in one round trip,
+with `Writer.authorize` (the authorize script, ROLE and WAIT in one round trip,
 as the reader sends them), against three redis-servers on unix sockets in one
 run, taking turns: no persistence, `appendfsync everysec`, `appendfsync always`.
 
@@ -34,8 +34,16 @@ MODES = {
 def start(directory: Path, options: list[str]) -> subprocess.Popen[bytes]:
     directory.mkdir()
     process = subprocess.Popen(
-        ["redis-server", "--port", "0", "--unixsocket", str(directory / "s.sock"),
-         "--dir", str(directory), *options],
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(directory / "s.sock"),
+            "--dir",
+            str(directory),
+            *options,
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -48,16 +56,17 @@ def start(directory: Path, options: list[str]) -> subprocess.Popen[bytes]:
 
 def logins_per_second(socket_path: Path, count: int, first: int) -> float:
     """Write `count` logins (distinct addresses) one by one; return the rate."""
-    from pbs_activated import store
+    from pbs_activated import keys
     from pbs_activated.config import RedisSettings, parse_redis_url
+    from pbs_activated.writer import Writer
 
     settings = RedisSettings()
     parse_redis_url(f"unix://{socket_path}", settings)
-    client = store.connect(settings)
-    expires = store.now_ms() + 600_000
+    client = Writer(settings)
+    expires = keys.now_ms() + 600_000
     started = time.perf_counter()
     for number in range(first, first + count):
-        store.authorize(client, f"2001:db8::{number:x}", "alice", expires)
+        client.authorize(f"2001:db8::{number:x}", "alice", expires)
     return count / (time.perf_counter() - started)
 
 
@@ -84,7 +93,7 @@ def main() -> int:
                 process.terminate()
                 process.wait()
     base = statistics.median(rates["no persistence"])
-    print(f"logins written one by one (store.authorize), median of {options.rounds} rounds:")
+    print(f"logins written one by one (Writer.authorize), median of {options.rounds} rounds:")
     for name, series in rates.items():
         rate = statistics.median(series)
         print(f"  {name:<22} {rate:8.0f}/s  {1e6 / rate:7.0f} us each  {rate / base:.2f}x")

@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from pbs_activated import defaults
+from pbs_activated import defaults, keys
 
 POLICY_USER = "pbs-policy"
 JOURNAL_USER = "pbs-journal"
@@ -60,7 +60,7 @@ SENTINEL_CLIENT_SECRET = defaults.SENTINEL_CREDENTIAL
 a file of this name in the secrets directory, handed to the units as the
 `sentinel-password` credential."""
 
-_KEYS = f"~{defaults.KEY_PREFIX}*"
+_KEYS = f"~{keys.CLIENT_PATTERN}"
 _HELLO = "&__sentinel__:hello"
 """The one channel Sentinels use, on the servers and among themselves."""
 
@@ -69,7 +69,7 @@ _HELLO = "&__sentinel__:hello"
 # store answer. The authorize script's own calls are checked against the user
 # running EVAL, so they are listed with it.
 _WRITE = ("+eval", "+pexpiretime", "+pexpireat", "+set", "+role", "+wait")
-"""store.authorize: the script (and the calls it makes), then ROLE and WAIT."""
+"""writer.Writer.authorize: the script (and the calls it makes), then ROLE and WAIT."""
 
 RULES: dict[str, tuple[str, ...]] = {
     POLICY_USER: (_KEYS, "+get", "+mget", "+ping", "+select"),

@@ -6,10 +6,13 @@ import argparse
 import os
 import sys
 
-from pbs_activated import acl, addresses, audit, defaults, store
+from pbs_activated import acl, addresses, audit, defaults, keys
 from pbs_activated.config import Config, ConfigError, RedisSettings, parse_redis_url, read_secret
 from pbs_activated.decision import decide
+from pbs_activated.errors import StoreError
+from pbs_activated.lookup import Lookup
 from pbs_activated.protocol import Request
+from pbs_activated.writer import Writer
 
 EXIT_NOPERM = 77
 """sysexits.h's EX_NOPERM: the caller may not do this, whatever the arguments."""
@@ -46,12 +49,8 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
 
             return migrate.run(arguments.source, config, arguments.only_to_own_store)
         return check(config, address)
-    except store.StoreUnavailable as error:
+    except StoreError as error:
         return _fail(str(error))
-    except Exception as error:  # redis-py's errors: connection, auth, timeouts
-        if type(error).__module__.startswith("redis"):
-            return _fail(f"Redis: {error}")
-        raise
 
 
 def as_administrator(settings: RedisSettings) -> None:
@@ -83,8 +82,8 @@ def grant(config: Config, address: str, user: str, lifetime: int | None) -> int:
     seconds = config.authorization.lifetime if lifetime is None else lifetime
     if seconds <= 0:
         return _fail("--lifetime must be positive", 2)
-    expires = store.now_ms() + seconds * 1000
-    changed = store.authorize(store.connect(config.redis), address, user, expires)
+    expires = keys.now_ms() + seconds * 1000
+    changed = Writer(config.redis).authorize(address, user, expires)
     if not changed:
         print(f"{address} is already authorized for longer", file=sys.stderr)
         return 0
@@ -101,7 +100,7 @@ def grant(config: Config, address: str, user: str, lifetime: int | None) -> int:
 
 def revoke(config: Config, address: str) -> int:
     """Withdraw an authorization; exit 1 if there was none."""
-    if not store.revoke(store.connect(config.redis), address):
+    if not Writer(config.redis).revoke(address):
         return _fail(f"{address} was not authorized")
     audit.send(
         audit.NOTICE, f"revoked {address} by hand", PBS_EVENT="revoke", PBS_CLIENT_ADDRESS=address
@@ -111,7 +110,7 @@ def revoke(config: Config, address: str) -> int:
 
 def list_(config: Config) -> int:
     """Print address, user and whole seconds left, one authorization per line."""
-    for address, user, seconds_left in store.list_authorized(store.connect(config.redis)):
+    for address, user, seconds_left in Writer(config.redis).list_authorized():
         left = "forever" if seconds_left == float("inf") else str(int(seconds_left))
         print(f"{address}\t{user or '-'}\t{left}")
     return 0
@@ -122,7 +121,7 @@ def check(config: Config, address: str) -> int:
     request = Request(
         {"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": address}
     )
-    lookup = store.Lookup(config.redis)
+    lookup = Lookup(config.redis)
     try:
         decision = decide(request, config.policy, lookup.user_for)
     finally:

@@ -8,6 +8,13 @@ Entries go to journald's native socket in its documented datagram format
 because the policy handler writes one per request and importing systemd-python
 costs it ~20 ms per connection. Where no journald listens (a developer's shell,
 a container without it) the entry becomes one line on stderr instead.
+
+An entry too big for one datagram (EMSGSIZE: past the socket's send buffer,
+208 KiB by default) is sent as journald's own clients send it (systemd's
+sd_journal_sendv): first with the send buffer raised to fit, as far as
+net.core.wmem_max allows, else written into a sealed memfd whose descriptor goes
+to journald in an empty datagram. So a decision with a long attribute, or any
+entry up to journald's own limit, is never lost to its size.
 """
 
 from __future__ import annotations
@@ -100,3 +107,64 @@ def _send_datagram(payload: bytes, wait: bool = True) -> None:
             _sender.sendto(payload, path)
         finally:
             _sender.setblocking(False)
+    except OSError as error:
+        import errno  # only here: the common path imports nothing
+
+        # ENOBUFS as EMSGSIZE: what sd_journal_sendv takes for "does not fit".
+        if error.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+            raise
+        _send_large(_sender, payload, path, wait)
+
+
+def _send_large(sender: _socket.socket, payload: bytes, path: str, wait: bool) -> None:
+    """Send an entry too big for the socket's buffer: a bigger buffer, else a sealed memfd.
+
+    As sd_journal_sendv does (systemd's journal-send.c). The kernel refuses a
+    datagram longer than the send buffer (less 32 bytes); SO_SNDBUF doubles what
+    it is given, up to net.core.wmem_max (SO_SNDBUFFORCE, past it, needs
+    CAP_NET_ADMIN, which no unit of ours has). Beyond that, the entry goes into a
+    memfd (_send_memfd). A full queue is waited for as in _send_datagram.
+    """
+    import errno
+
+    sender.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, len(payload))
+    if wait:
+        sender.settimeout(defaults.JOURNAL_SEND_TIMEOUT)
+    try:
+        try:
+            sender.sendto(payload, path)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+                raise
+        _send_memfd(sender, payload, path)
+    finally:
+        sender.setblocking(False)
+
+
+def _send_memfd(sender: _socket.socket, payload: bytes, path: str) -> None:
+    """Write the entry into a sealed memfd and send journald its descriptor alone.
+
+    Sealed against any change, so journald maps it instead of copying it, and
+    takes it from an unprivileged sender (an unsealed file it accepts only from
+    /dev/shm, /tmp or /var/tmp). journald reads an entry from a datagram that
+    carries one descriptor (SCM_RIGHTS) and no data.
+    """
+    import fcntl
+
+    # No MFD_NOEXEC_SEAL: it adds F_SEAL_EXEC, and systemd 252's journald (Debian 12)
+    # counts a memfd as sealed only with exactly these four seals.
+    memfd = os.memfd_create("pbs-activated-audit", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        written = 0
+        while written < len(payload):
+            written += os.write(memfd, memoryview(payload)[written:])
+        fcntl.fcntl(
+            memfd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL,
+        )
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, memfd.to_bytes(4, sys.byteorder))]
+        sender.sendmsg([], rights, 0, path)
+    finally:
+        os.close(memfd)

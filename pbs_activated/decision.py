@@ -4,7 +4,7 @@ the configured answers and a lookup of the client address."""
 from __future__ import annotations
 
 from pbs_activated import addresses
-from pbs_activated.store import StoreUnavailable
+from pbs_activated.errors import StoreError
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -35,44 +35,50 @@ class Decision:
 def decide(
     request: Request, policy: PolicySettings, user_for: Callable[[str], str | None]
 ) -> Decision:
-    """Decide one request. `user_for` looks an address up and may raise StoreUnavailable.
+    """Decide one request. `user_for` looks an address up and may raise StoreError.
 
     Only RCPT decides, because that is where Postfix evaluates relay restrictions
     and where a recipient is known; everything else is DUNNO. Every path that is not
     a well-formed RCPT request for a valid address with a live authorization ends in
     something other than OK.
     """
-    if request.malformed:
-        return Decision(policy.unauthorized, f"malformed request: {request.malformed}")
-    if request.get("request") != "smtpd_access_policy":
-        return Decision(policy.unauthorized, "not an smtpd_access_policy request")
-    if request.get("protocol_state").upper() != "RCPT":
-        return Decision(NEUTRAL, "decided at RCPT only")
-    raw_address = request.get("client_address")
+    examined = examine(request)
+    if isinstance(examined, tuple):
+        neutral, reason = examined
+        return Decision(NEUTRAL if neutral else policy.unauthorized, reason)
     try:
-        client_address = addresses.normalize(raw_address)
-    except addresses.InvalidAddress:
-        return Decision(policy.unauthorized, f"invalid client address {raw_address[:80]!r}")
-    try:
-        user = user_for(client_address)
-    except StoreUnavailable as error:
-        return Decision(policy.unavailable, f"lookup failed: {error}", client_address)
+        user = user_for(examined)
+    except StoreError as error:
+        return Decision(policy.unavailable, f"lookup failed: {error}", examined)
     if user is None:
-        return Decision(policy.unauthorized, "no recent login", client_address)
-    return Decision(policy.authorized, "recent login", client_address, user)
+        return Decision(policy.unauthorized, "no recent login", examined)
+    return Decision(policy.authorized, "recent login", examined, user)
 
 
 def lookup_address(request: Request) -> str | None:
     """The normalised address `decide` would look up for `request`, or None if none.
 
     The policy server looks the addresses of many requests up at once before
-    deciding them; an address this misses is still looked up by `decide`.
+    deciding them.
     """
-    if request.malformed or request.get("request") != "smtpd_access_policy":
-        return None
+    examined = examine(request)
+    return None if isinstance(examined, tuple) else examined
+
+
+def examine(request: Request) -> str | tuple[bool, str]:
+    """The normalised client address to look up, or why none is: (neutral?, reason).
+
+    The one home of "which address is looked up": `decide` and `lookup_address`
+    both ask here.
+    """
+    if request.malformed:
+        return False, f"malformed request: {request.malformed}"
+    if request.get("request") != "smtpd_access_policy":
+        return False, "not an smtpd_access_policy request"
     if request.get("protocol_state").upper() != "RCPT":
-        return None
+        return True, "decided at RCPT only"
+    raw_address = request.get("client_address")
     try:
-        return addresses.normalize(request.get("client_address"))
+        return addresses.normalize(raw_address)
     except addresses.InvalidAddress:
-        return None
+        return False, f"invalid client address {raw_address[:80]!r}"

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import sys
 
-from pbs_activated import store
+from pbs_activated import keys
 from pbs_activated.config import Config, RedisSettings, parse_redis_url
+from pbs_activated.errors import StoreError
+from pbs_activated.writer import Writer
 
 EXIT_SOURCE_UNAVAILABLE = 3
 """The old store could not be read: the caller falls back to re-reading the journal."""
@@ -43,14 +45,14 @@ def run(source_url: str, config: Config, only_to_own_store: bool = False) -> int
     parse_redis_url(source_url, source)
     source.timeout = config.redis.timeout
     try:
-        found = store.authorizations(store.connect(source))
-    except Exception as error:  # redis-py's errors: the old store is down or refuses us
+        found = Writer(source).authorizations()
+    except StoreError as error:  # the old store is down or refuses us
         print(f"pbs-activated: migrate: cannot read {source_url}: {error}", file=sys.stderr)
         return EXIT_SOURCE_UNAVAILABLE
-    now = store.now_ms()
+    now = keys.now_ms()
     live = [entry for entry in found if entry[2] > now]  # -1 (no expiry) is never a login
-    target = store.connect(config.redis)
-    copied = sum(store.authorize(target, *entry) for entry in live)
+    target = Writer(config.redis)
+    copied = sum(target.authorize(*entry) for entry in live)
     print(
         f"pbs-activated: migrate: {len(live)} authorizations in {source_url}, "
         f"{copied} copied into {config.redis.url}"

@@ -29,20 +29,15 @@ import select
 import sys
 import time
 
-from pbs_activated import audit
-from pbs_activated.config import Config
-from pbs_activated.decision import decide, lookup_address
-from pbs_activated.policy import (
-    BrokenConfigLookup,
-    audit_entry,
-    config_and_lookup,
-    guessed_address,
-)
-from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
-from pbs_activated.store import Lookup, StoreUnavailable
+from pbs_activated import audit, service
+from pbs_activated.decision import lookup_address
+from pbs_activated.errors import StoreError
+from pbs_activated.protocol import LimitExceeded, RequestParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pbs_activated.config import Config
+    from pbs_activated.lookup import Lookups
     from pbs_activated.protocol import Request
 
 LISTEN_FDS_START = 3
@@ -62,7 +57,7 @@ def main(config_path: str) -> int:
     except NoListeningSocket as error:
         print(f"pbs-activated: policy-server: {error}", file=sys.stderr)
         return 2
-    config, lookup = config_and_lookup(config_path)
+    config, lookup = service.config_and_lookup(config_path)
     try:
         Server(listener, config, lookup).run()
         return 0
@@ -106,9 +101,7 @@ class Connection:
 class Server:
     """The epoll loop: accept, read what is ready, answer it all, audit it all, repeat."""
 
-    def __init__(
-        self, listener: _socket.socket, config: Config, lookup: Lookup | BrokenConfigLookup
-    ) -> None:
+    def __init__(self, listener: _socket.socket, config: Config, lookup: Lookups) -> None:
         self.listener = listener
         self.policy = config.policy
         self.lookup = lookup
@@ -176,8 +169,7 @@ class Server:
         Redis answers while we parse; the parsed requests decide.
         """
         chunks = self._read(ready)
-        guesses = {guessed_address(chunk) for _, chunk in chunks}
-        self.lookup.prefetch(sorted(address for address in guesses if address is not None))
+        service.prefetch(self.lookup, [chunk for _, chunk in chunks])
         batch: list[tuple[Connection, list[Request], LimitExceeded | None]] = []
         for connection, chunk in chunks:
             try:
@@ -190,9 +182,8 @@ class Server:
                 self._close(connection.fd)
                 continue
             if violation is not None:
-                self.held.append(
-                    _entry(audit.ERROR, f"closing connection: {violation}", PBS_ERROR="limit")
-                )
+                closing = f"closing connection: {violation}"
+                self.held.append(service.problem(audit.ERROR, closing, PBS_ERROR="limit"))
                 self._close(connection.fd)
         self.lookup.forget_prefetch()
         self._deliver_held()
@@ -225,7 +216,7 @@ class Server:
             if not chunk:
                 if connection.parser.in_request:
                     closed = "connection closed in the middle of a request"
-                    self.held.append(_entry(audit.WARNING, closed))
+                    self.held.append(service.problem(audit.WARNING, closed))
                 self._close(fd)
                 continue
             del self.last_active[fd]
@@ -243,15 +234,13 @@ class Server:
                 users = {wanted[0]: self.lookup.user_for(wanted[0])}
             else:
                 users = dict(zip(wanted, self.lookup.users_for(wanted), strict=True))
-        except StoreUnavailable as error:
+        except StoreError as error:
             return UserFor(self.lookup, {}, error)
         return UserFor(self.lookup, users, None)
 
     def _answer(self, connection: Connection, requests: list[Request], user_for: UserFor) -> bool:
         """Decide and reply to one connection's requests; False if it cannot take the reply."""
-        policy = self.policy
-        decisions = [decide(request, policy, user_for) for request in requests]
-        replies = b"".join([format_reply(d.action) for d in decisions])
+        replies, decisions = service.answer(requests, self.policy, user_for)
         try:
             written = os.write(connection.fd, replies)
         except BlockingIOError:
@@ -262,15 +251,10 @@ class Server:
             # Postfix reads each answer before it sends the next request, so a
             # connection whose buffer is full of unread answers is not Postfix:
             # drop it rather than let it hold up every other connection.
-            self.held.append(
-                _entry(
-                    audit.ERROR,
-                    "closing connection: it does not read its answers",
-                    PBS_ERROR="unread",
-                )
-            )
+            unread = "closing connection: it does not read its answers"
+            self.held.append(service.problem(audit.ERROR, unread, PBS_ERROR="unread"))
             return False
-        self.held += [audit_entry(r, d) for r, d in zip(requests, decisions, strict=True)]
+        self.held += service.entries(requests, decisions)
         return True
 
     def _close(self, fd: int, message: str = "", priority: int = audit.INFO) -> None:
@@ -298,10 +282,7 @@ class UserFor:
     __slots__ = ("lookup", "users", "failure")
 
     def __init__(
-        self,
-        lookup: Lookup | BrokenConfigLookup,
-        users: dict[str, str | None],
-        failure: StoreUnavailable | None,
+        self, lookup: Lookups, users: dict[str, str | None], failure: StoreError | None
     ) -> None:
         self.lookup = lookup
         self.users = users
@@ -313,7 +294,3 @@ class UserFor:
         if address in self.users:
             return self.users[address]
         return self.lookup.user_for(address)
-
-
-def _entry(priority: int, message: str, **fields: object) -> tuple[bytes, str]:
-    return audit.entry(priority, message, **fields), message

@@ -20,8 +20,10 @@ import pytest
 import redis
 from cluster import EXAMPLES, SERVICE, Cluster, Server
 
-from pbs_activated import acl, store
+from pbs_activated import acl, errors, keys
 from pbs_activated.config import RedisSettings
+from pbs_activated.lookup import Lookup
+from pbs_activated.writer import Writer
 
 ROGUE = ("127.0.0.1", "1")
 """A master of someone else's: nothing listens there, nothing may be pointed at it."""
@@ -165,21 +167,21 @@ def test_the_reader_authorizes_and_the_administrator_lists_and_revokes(cluster: 
     assert cluster.acl is not None
     settings = handler_settings(cluster, cluster.servers[0])
     settings.username, settings.password = cluster.acl.login(acl.JOURNAL_USER)
-    reader = store.connect(settings)
-    expires = store.now_ms() + 60_000
-    assert store.authorize(reader, "192.0.2.10", "alice", expires) is True
-    assert store.authorize(reader, "192.0.2.10", "alice", expires) is False
+    reader = Writer(settings)
+    expires = keys.now_ms() + 60_000
+    assert reader.authorize("192.0.2.10", "alice", expires) is True
+    assert reader.authorize("192.0.2.10", "alice", expires) is False
     settings.username, settings.password = cluster.acl.login(acl.ADMIN_USER)
-    admin = store.connect(settings)
-    assert ("192.0.2.10", "alice") in [entry[:2] for entry in store.list_authorized(admin)]
-    assert store.revoke(admin, "192.0.2.10") is True
+    admin = Writer(settings)
+    assert ("192.0.2.10", "alice") in [entry[:2] for entry in admin.list_authorized()]
+    assert admin.revoke("192.0.2.10") is True
 
 
 def test_the_policy_user_can_look_up_on_the_master_and_the_replica(cluster: Cluster) -> None:
-    cluster.servers[0].client().set(store.client_key("192.0.2.11"), "alice", ex=60)
+    cluster.servers[0].client().set(keys.client_key("192.0.2.11"), "alice", ex=60)
     cluster.wait_for_replicas_in_sync()
     for server in cluster.servers:
-        lookup = store.Lookup(handler_settings(cluster, server))
+        lookup = Lookup(handler_settings(cluster, server))
         try:
             assert lookup.user_for("192.0.2.11") == "alice"
             assert lookup.user_for("192.0.2.12") is None
@@ -188,11 +190,11 @@ def test_the_policy_user_can_look_up_on_the_master_and_the_replica(cluster: Clus
 
 
 def test_the_policy_user_cannot_grant(cluster: Cluster) -> None:
-    client = store.connect(handler_settings(cluster, cluster.servers[0]))
+    client = Writer(handler_settings(cluster, cluster.servers[0]))
+    with pytest.raises(errors.StoreRefused, match="(?i)permission"):
+        client.authorize("192.0.2.10", "mallory", keys.now_ms() + 60_000)
     with pytest.raises(redis.exceptions.NoPermissionError):
-        store.authorize(client, "192.0.2.10", "mallory", store.now_ms() + 60_000)
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        client.set(store.client_key("192.0.2.10"), "mallory")
+        client.client.set(keys.client_key("192.0.2.10"), "mallory")
 
 
 @pytest.mark.parametrize("user", [acl.POLICY_USER, acl.JOURNAL_USER])

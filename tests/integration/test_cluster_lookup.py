@@ -1,6 +1,6 @@
 """The handler's lookup in a cluster: through the Sentinels, or on a local replica.
 
-`store.Lookup` is what every handler process runs; here it talks to real
+`Lookup` is what every handler process runs; here it talks to real
 redis-server and redis-sentinel processes on loopback (tests/cluster.py), closed
 as docs/cluster.md says: the handler logs in as pbs-policy, and to the
 Sentinels with their password.
@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from cluster import Cluster, free_port
 
-from pbs_activated import acl, store
+from pbs_activated import acl, errors, keys
 from pbs_activated.config import RedisSettings, parse_redis_url
+from pbs_activated.lookup import Lookup
+from pbs_activated.writer import Writer
 
 ADDRESS = "192.0.2.10"
 TIMEOUT = 1.0
@@ -26,8 +28,8 @@ TIMEOUT = 1.0
 def start_cluster(directory: Path) -> Cluster:
     cluster = Cluster(directory, replicas=2, sentinels=3, closed=True)
     cluster.start()
-    writer = store.connect(through_sentinels(cluster, user=acl.JOURNAL_USER))
-    store.authorize(writer, ADDRESS, "alice", store.now_ms() + 600_000)
+    writer = Writer(through_sentinels(cluster, user=acl.JOURNAL_USER))
+    writer.authorize(ADDRESS, "alice", keys.now_ms() + 600_000)
     cluster.wait_for_replicas_in_sync()
     return cluster
 
@@ -71,7 +73,7 @@ def through_sentinels(
 
 
 def lookup_user(settings: RedisSettings, address: str = ADDRESS) -> str | None:
-    lookup = store.Lookup(settings)
+    lookup = Lookup(settings)
     try:
         return lookup.user_for(address)
     finally:
@@ -85,11 +87,11 @@ def test_lookup_through_the_sentinels_finds_an_authorization(shared_cluster: Clu
 
 
 def test_lookup_reads_from_the_master_the_sentinels_name(shared_cluster: Cluster) -> None:
-    lookup = store.Lookup(through_sentinels(shared_cluster))
+    lookup = Lookup(through_sentinels(shared_cluster))
     try:
         assert lookup.user_for(ADDRESS) == "alice"
-        assert lookup._socket is not None
-        assert lookup._socket.getpeername()[1] == shared_cluster.master().port
+        assert lookup._connection is not None
+        assert lookup._connection.socket.getpeername()[1] == shared_cluster.master().port
     finally:
         lookup.close()
 
@@ -114,20 +116,20 @@ def test_a_silent_sentinel_costs_only_its_share_of_the_timeout(shared_cluster: C
 
 def test_lookup_is_unavailable_when_no_sentinel_answers(shared_cluster: Cluster) -> None:
     sentinels = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
-    with pytest.raises(store.StoreUnavailable, match="sentinel 127.0.0.1:"):
+    with pytest.raises(errors.StoreUnavailable, match="sentinel 127.0.0.1:"):
         lookup_user(through_sentinels(shared_cluster, sentinels))
 
 
 def test_lookup_with_a_wrong_sentinel_password_is_unavailable(shared_cluster: Cluster) -> None:
     settings = through_sentinels(shared_cluster, sentinel_password="wrong")
-    with pytest.raises(store.StoreUnavailable, match="WRONGPASS|invalid"):
+    with pytest.raises(errors.StoreRefused, match="WRONGPASS|invalid"):
         lookup_user(settings)
 
 
 def test_lookup_with_a_wrong_redis_password_is_unavailable(shared_cluster: Cluster) -> None:
     settings = through_sentinels(shared_cluster)
     settings.password = "wrong"
-    with pytest.raises(store.StoreUnavailable, match="WRONGPASS|invalid"):
+    with pytest.raises(errors.StoreRefused, match="WRONGPASS|invalid"):
         lookup_user(settings)
 
 
@@ -140,7 +142,7 @@ def test_lookup_reads_a_replica_while_the_master_is_down(cluster: Cluster) -> No
 
 def test_a_kept_connection_follows_a_failover(cluster: Cluster) -> None:
     """A handler serving a long Postfix connection outlives its master."""
-    lookup = store.Lookup(through_sentinels(cluster))
+    lookup = Lookup(through_sentinels(cluster))
     try:
         assert lookup.user_for(ADDRESS) == "alice"
         old_master = cluster.master()
@@ -149,8 +151,8 @@ def test_a_kept_connection_follows_a_failover(cluster: Cluster) -> None:
         cluster.wait_for_new_master(old_master)
         lookup.close()
         assert lookup.user_for(ADDRESS) == "alice"
-        assert lookup._socket is not None
-        assert lookup._socket.getpeername()[1] == cluster.master().port
+        assert lookup._connection is not None
+        assert lookup._connection.socket.getpeername()[1] == cluster.master().port
     finally:
         lookup.close()
 
@@ -159,7 +161,7 @@ def test_lookup_is_unavailable_when_every_server_is_down(cluster: Cluster) -> No
     for server in cluster.servers:
         server.kill()
     started = time.monotonic()
-    with pytest.raises(store.StoreUnavailable):
+    with pytest.raises(errors.StoreUnavailable):
         lookup_user(through_sentinels(cluster))
     assert time.monotonic() - started < TIMEOUT + 0.5  # within its timeout, give or take load
 

@@ -11,8 +11,9 @@ import pytest
 from cluster import Cluster
 from support import RedisServer, run_cli, write_config
 
-from pbs_activated import defaults, store
+from pbs_activated import defaults, errors, keys
 from pbs_activated.config import RedisSettings, load, parse_redis_url
+from pbs_activated.writer import Writer
 
 ADDRESS = "2001:db8::10"
 
@@ -40,46 +41,46 @@ def through_sentinels(cluster: Cluster, **overrides: object) -> RedisSettings:
 
 
 def expiry(seconds: int = 600) -> int:
-    return store.now_ms() + seconds * 1000
+    return keys.now_ms() + seconds * 1000
 
 
 def test_a_lone_redis_confirms_a_write_without_waiting(redis_server: RedisServer) -> None:
     settings = RedisSettings()
     parse_redis_url(redis_server.url, settings)
-    client = store.connect(settings)
+    client = Writer(settings)
     started = time.monotonic()
-    assert store.authorize(client, ADDRESS, "alice", expiry()) is True
-    assert store.authorize(client, "192.0.2.7", "bob", expiry()) is True
+    assert client.authorize(ADDRESS, "alice", expiry()) is True
+    assert client.authorize("192.0.2.7", "bob", expiry()) is True
     assert time.monotonic() - started < defaults.REPLICATION_TIMEOUT  # no WAIT timed out
-    assert client.pbs_replication.online == 0
+    assert client.replication.online == 0
 
 
 def test_an_authorization_is_on_a_replica_when_authorize_returns(cluster: Cluster) -> None:
-    client = store.connect(through_sentinels(cluster))
+    client = Writer(through_sentinels(cluster))
     for index in range(20):
         address = f"2001:db8::{index + 1:x}"
-        assert store.authorize(client, address, "alice", expiry()) is True
+        assert client.authorize(address, "alice", expiry()) is True
         on_replicas = [
-            server.client().get(store.client_key(address)) for server in cluster.servers[1:]
+            server.client().get(keys.client_key(address)) for server in cluster.servers[1:]
         ]
         assert "alice" in on_replicas
 
 
 def test_a_write_no_replica_confirms_raises(cluster: Cluster) -> None:
-    client = store.connect(through_sentinels(cluster, replication_timeout=0.2))
+    client = Writer(through_sentinels(cluster, replication_timeout=0.2))
     expires = expiry()
     for replica in cluster.servers[1:]:
         replica.pause()
     try:
-        with pytest.raises(store.ReplicationUnconfirmed):
-            store.authorize(client, ADDRESS, "alice", expires)
+        with pytest.raises(errors.ReplicationUnconfirmed):
+            client.authorize(ADDRESS, "alice", expires)
     finally:
         for replica in cluster.servers[1:]:
             replica.resume()
     # Sent again, the same login is confirmed, and reports what the first attempt
     # did: it set the key (so the reader audits the login once, as granted).
-    assert store.authorize(client, ADDRESS, "alice", expires) is True
-    assert store.authorize(client, ADDRESS, "alice", expires) is False
+    assert client.authorize(ADDRESS, "alice", expires) is True
+    assert client.authorize(ADDRESS, "alice", expires) is False
 
 
 def test_a_write_lost_with_its_master_is_sent_again_to_the_new_one(tmp_path: Path) -> None:
@@ -88,28 +89,28 @@ def test_a_write_lost_with_its_master_is_sent_again_to_the_new_one(tmp_path: Pat
     try:
         cluster.start()
         assert cluster.proxy is not None
-        client = store.connect(through_sentinels(cluster, replication_timeout=0.2))
+        client = Writer(through_sentinels(cluster, replication_timeout=0.2))
         expires = expiry()
         cluster.proxy.hold()
-        with pytest.raises(store.ReplicationUnconfirmed):
-            store.authorize(client, ADDRESS, "alice", expires)
+        with pytest.raises(errors.ReplicationUnconfirmed):
+            client.authorize(ADDRESS, "alice", expires)
         old_master = cluster.master()
-        assert old_master.client().get(store.client_key(ADDRESS)) == "alice"
+        assert old_master.client().get(keys.client_key(ADDRESS)) == "alice"
         old_master.kill()
         cluster.proxy.close()  # the crash: what the master sent last never arrives
         new_master, _ = cluster.wait_for_new_master(old_master)
-        assert store.client_key(ADDRESS) not in new_master.stored_keys()  # Redis lost it...
+        assert keys.client_key(ADDRESS) not in new_master.stored_keys()  # Redis lost it...
         deadline = time.monotonic() + 20
         while True:  # ...and the reader's retry puts it back
             try:
-                assert store.authorize(client, ADDRESS, "alice", expires) is True
+                assert client.authorize(ADDRESS, "alice", expires) is True
                 break
-            except store.ReplicationUnconfirmed:
+            except errors.ReplicationUnconfirmed:
                 raise
             except Exception:  # no master yet, or the old one's address: the reader retries
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        assert new_master.client().get(store.client_key(ADDRESS)) == "alice"
+        assert new_master.client().get(keys.client_key(ADDRESS)) == "alice"
     finally:
         cluster.stop()
 
@@ -117,38 +118,38 @@ def test_a_write_lost_with_its_master_is_sent_again_to_the_new_one(tmp_path: Pat
 def test_a_required_replica_count_refuses_writes_while_fewer_are_online(
     cluster: Cluster,
 ) -> None:
-    client = store.connect(through_sentinels(cluster, min_replicas=2, replication_timeout=0.2))
-    assert store.authorize(client, ADDRESS, "alice", expiry()) is True
+    client = Writer(through_sentinels(cluster, min_replicas=2, replication_timeout=0.2))
+    assert client.authorize(ADDRESS, "alice", expiry()) is True
     cluster.servers[2].kill()
     master = cluster.master()
     deadline = time.monotonic() + 10
     while Cluster.replicas_online(master) != 1:  # the master notices the closed link
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    with pytest.raises(store.ReplicationUnconfirmed, match="1 online"):
-        store.authorize(client, "2001:db8::11", "bob", expiry())
+    with pytest.raises(errors.ReplicationUnconfirmed, match="1 online"):
+        client.authorize("2001:db8::11", "bob", expiry())
 
 
 def test_a_revocation_is_confirmed_by_a_replica(cluster: Cluster) -> None:
-    client = store.connect(through_sentinels(cluster))
-    store.authorize(client, ADDRESS, "alice", expiry())
-    assert store.revoke(client, ADDRESS) is True
+    client = Writer(through_sentinels(cluster))
+    client.authorize(ADDRESS, "alice", expiry())
+    assert client.revoke(ADDRESS) is True
     on_replicas = [
-        server.client().exists(store.client_key(ADDRESS)) for server in cluster.servers[1:]
+        server.client().exists(keys.client_key(ADDRESS)) for server in cluster.servers[1:]
     ]
     assert 0 in on_replicas
-    assert store.revoke(client, ADDRESS) is False
+    assert client.revoke(ADDRESS) is False
 
 
 def test_a_resent_login_still_returns_false_when_it_already_lasts_longer(
     cluster: Cluster,
 ) -> None:
-    client = store.connect(through_sentinels(cluster))
+    client = Writer(through_sentinels(cluster))
     expires = expiry()
-    assert store.authorize(client, ADDRESS, "alice", expires) is True
-    assert store.authorize(client, ADDRESS, "alice", expires) is False
-    assert store.authorize(client, ADDRESS, "alice", expires - 1000) is False
-    ttl_ms = cluster.master().client().pexpiretime(store.client_key(ADDRESS))
+    assert client.authorize(ADDRESS, "alice", expires) is True
+    assert client.authorize(ADDRESS, "alice", expires) is False
+    assert client.authorize(ADDRESS, "alice", expires - 1000) is False
+    ttl_ms = cluster.master().client().pexpiretime(keys.client_key(ADDRESS))
     assert ttl_ms == expires
 
 
@@ -159,7 +160,7 @@ def test_the_admin_commands_go_to_the_master_through_the_sentinels(
     config = write_config(tmp_path / "admin.toml", f"[redis]\nsentinels = [{sentinels}]\n")
     run_cli("grant", ADDRESS, "--user", "alice", config=config)
     assert "alice" in [
-        server.client().get(store.client_key(ADDRESS)) for server in cluster.servers[1:]
+        server.client().get(keys.client_key(ADDRESS)) for server in cluster.servers[1:]
     ]
     assert run_cli("check", ADDRESS, config=config).stdout.strip() == "OK"
     assert run_cli("list", config=config).stdout.startswith(f"{ADDRESS}\talice\t")
@@ -204,7 +205,7 @@ def test_with_sentinels_a_grant_waits_for_a_replica_in_its_first_sync(
     for replica in replicas:
         replica.start(replica_of=master.address)
     assert Cluster.replicas_online(master) == 0
-    client = store.connect(sentinel_config(cluster.sentinel_addresses, tmp_path / "pop.toml"))
+    client = Writer(sentinel_config(cluster.sentinel_addresses, tmp_path / "pop.toml"))
     acknowledged: list[str] = []
     refused = 0
     # Past the delay, until more than 20 were acknowledged: a loaded machine may take
@@ -216,11 +217,11 @@ def test_with_sentinels_a_grant_waits_for_a_replica_in_its_first_sync(
     ):
         address = f"2001:db8::{len(acknowledged) + 1:x}"
         try:
-            store.authorize(client, address, "alice", expiry())
-        except store.ReplicationUnconfirmed:
+            client.authorize(address, "alice", expiry())
+        except errors.ReplicationUnconfirmed:
             refused += 1  # the reader's rule: not acknowledged, send it again
             continue
-        assert "alice" in [r.client().get(store.client_key(address)) for r in replicas]
+        assert "alice" in [r.client().get(keys.client_key(address)) for r in replicas]
         acknowledged.append(address)
         time.sleep(0.01)
     assert refused > 0 and len(acknowledged) > 20
@@ -228,5 +229,5 @@ def test_with_sentinels_a_grant_waits_for_a_replica_in_its_first_sync(
 
     master.kill()
     new_master, _ = cluster.wait_for_new_master(master)
-    lost = {store.client_key(address) for address in acknowledged} - new_master.stored_keys()
+    lost = {keys.client_key(address) for address in acknowledged} - new_master.stored_keys()
     assert not lost

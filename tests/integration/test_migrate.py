@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import RedisServer, run_cli
 
-from pbs_activated import store
+from pbs_activated import keys
 
 
 @pytest.fixture
@@ -24,28 +24,28 @@ def old_store(tmp_path: Path) -> Iterator[RedisServer]:
 def test_every_live_authorization_moves_with_its_expiry(
     old_store: RedisServer, redis_server: RedisServer, config_file: Path
 ) -> None:
-    now = store.now_ms()
+    now = keys.now_ms()
     writer = old_store.client()
-    writer.set(store.client_key("192.0.2.7"), "alice", pxat=now + 600_000)
-    writer.set(store.client_key("2001:db8::7"), "bob", pxat=now + 60_000)
+    writer.set(keys.client_key("192.0.2.7"), "alice", pxat=now + 600_000)
+    writer.set(keys.client_key("2001:db8::7"), "bob", pxat=now + 60_000)
     writer.set("unrelated", "x")
     result = run_cli("migrate", "--from", old_store.url, config=config_file)
     assert "2 authorizations" in result.stdout and "2 copied" in result.stdout
     new = redis_server.client()
-    assert new.get(store.client_key("192.0.2.7")) == "alice"
-    assert new.pexpiretime(store.client_key("192.0.2.7")) == now + 600_000
-    assert new.pexpiretime(store.client_key("2001:db8::7")) == now + 60_000
+    assert new.get(keys.client_key("192.0.2.7")) == "alice"
+    assert new.pexpiretime(keys.client_key("192.0.2.7")) == now + 600_000
+    assert new.pexpiretime(keys.client_key("2001:db8::7")) == now + 60_000
     assert new.get("unrelated") is None
 
 
 def test_a_copy_never_shortens_a_newer_login(
     old_store: RedisServer, redis_server: RedisServer, config_file: Path
 ) -> None:
-    now = store.now_ms()
-    old_store.client().set(store.client_key("192.0.2.7"), "alice", pxat=now + 60_000)
-    redis_server.client().set(store.client_key("192.0.2.7"), "alice", pxat=now + 900_000)
+    now = keys.now_ms()
+    old_store.client().set(keys.client_key("192.0.2.7"), "alice", pxat=now + 60_000)
+    redis_server.client().set(keys.client_key("192.0.2.7"), "alice", pxat=now + 900_000)
     run_cli("migrate", "--from", old_store.url, config=config_file)
-    assert redis_server.client().pexpiretime(store.client_key("192.0.2.7")) == now + 900_000
+    assert redis_server.client().pexpiretime(keys.client_key("192.0.2.7")) == now + 900_000
 
 
 def test_an_unreachable_old_store_says_so_with_status_3(tmp_path: Path, config_file: Path) -> None:

@@ -17,7 +17,8 @@ from activation import PolicyService
 from support import AuditSink, RedisServer, run_cli, write_config
 
 from pbs_activated.config import load
-from pbs_activated.store import Lookup, StoreUnavailable
+from pbs_activated.errors import StoreUnavailable
+from pbs_activated.lookup import Lookup
 
 
 @pytest.fixture

@@ -27,10 +27,11 @@ from activation import PolicyClient, ServerService, encode_request
 from cluster import free_port
 from support import PYTHON, REPO, AuditSink, RedisServer, run_cli, write_config
 
-from pbs_activated import defaults, store
+from pbs_activated import defaults, keys
 from pbs_activated.addresses import normalize
 from pbs_activated.config import RedisSettings, parse_redis_url
-from pbs_activated.store import Lookup, StoreUnavailable
+from pbs_activated.errors import StoreUnavailable
+from pbs_activated.lookup import Lookup
 
 TIMEOUT = 0.5
 """`[redis] timeout` of these tests: short, so that a hung Redis costs the suite little."""
@@ -828,7 +829,7 @@ def lookup_for(redis_server: RedisServer, timeout: float = TIMEOUT) -> Lookup:
 def authorize(redis_server: RedisServer, users: dict[str, str]) -> None:
     redis = redis_server.client()
     for address, user in users.items():
-        redis.set(store.client_key(address), user, ex=600)
+        redis.set(keys.client_key(address), user, ex=600)
 
 
 def test_users_for_answers_in_the_order_asked_with_none_for_the_unknown(

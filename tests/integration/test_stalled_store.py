@@ -41,8 +41,10 @@ from cluster import SLOW_MACHINE_WAIT, Cluster, free_port
 from redispy import REDIS_PY_VERSIONS, interpreter_with_redis_py
 from support import REPO, RedisServer, write_config
 
-from pbs_activated import store
+from pbs_activated import errors, keys
 from pbs_activated.config import load
+from pbs_activated.lookup import Lookup
+from pbs_activated.writer import Writer
 
 TIMEOUT = 1.0
 """`[redis] timeout` in every test: what the issue measured 9 and 11 s against."""
@@ -139,16 +141,16 @@ def _authorize_once(config: str, mode: str) -> None:
     import redis
 
     settings = load(config).redis
-    client = store.connect(settings)
+    client = Writer(settings)
     if mode == "kept":
-        store.authorize(client, "192.0.2.1", "warm-up", store.now_ms() + 60_000)
+        client.authorize("192.0.2.1", "warm-up", keys.now_ms() + 60_000)
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.monotonic()
     try:
         if mode == "new":
-            client = store.connect(settings)
-        store.authorize(client, ADDRESS, "alice", store.now_ms() + 60_000)
+            client = Writer(settings)
+        client.authorize(ADDRESS, "alice", keys.now_ms() + 60_000)
         outcome = "authorized"
     except Exception as error:
         outcome = f"{type(error).__name__}: {error}"
@@ -196,7 +198,7 @@ def test_the_readers_authorize_gives_up_on_a_stalled_redis_within_the_timeout(
 ) -> None:
     config = config_for(tmp_path, tcp_redis_server, transport)
     attempt = reader_authorize(redis_py, config, kept, lambda: stopped(tcp_redis_server.process))
-    assert attempt.outcome.startswith("TimeoutError"), attempt
+    assert attempt.outcome.startswith("StoreUnavailable: Redis: Timeout"), attempt
     assert attempt.seconds < TIMEOUT + SLACK, attempt
 
 
@@ -259,7 +261,7 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), replicas=0, sentinels=2)
     try:
         cluster.start()
-        cluster.servers[0].client().set(store.client_key(ADDRESS), "alice", ex=3600)
+        cluster.servers[0].client().set(keys.client_key(ADDRESS), "alice", ex=3600)
         yield cluster
     finally:
         cluster.stop()
@@ -330,7 +332,7 @@ def test_authorize_through_sentinels_gives_up_on_a_stalled_master_within_the_tim
 ) -> None:
     config = sentinel_config(tmp_path, cluster)
     attempt = reader_authorize(redis_py, config, kept, lambda: stopped(cluster.servers[0].process))
-    assert attempt.outcome.startswith("TimeoutError"), attempt
+    assert attempt.outcome.startswith("StoreUnavailable: Redis: Timeout"), attempt
     assert attempt.seconds < TIMEOUT + SLACK, attempt
 
 
@@ -344,13 +346,13 @@ def test_no_client_setinfo_reaches_the_sentinels_or_their_master(
 # The handler's Lookup, which does not use redis-py.
 
 
-def lookup_user(config: Path) -> tuple[float, str | None | store.StoreUnavailable]:
+def lookup_user(config: Path) -> tuple[float, str | None | errors.StoreUnavailable]:
     """Look ADDRESS up with a new Lookup; return the seconds and the user or the failure."""
-    lookup = store.Lookup(load(str(config)).redis)
+    lookup = Lookup(load(str(config)).redis)
     started = time.monotonic()
     try:
-        user: str | None | store.StoreUnavailable = lookup.user_for(ADDRESS)
-    except store.StoreUnavailable as error:
+        user: str | None | errors.StoreUnavailable = lookup.user_for(ADDRESS)
+    except errors.StoreUnavailable as error:
         user = error
     finally:
         lookup.close()
@@ -363,7 +365,7 @@ def test_the_handlers_lookup_gives_up_on_a_stalled_redis_within_the_timeout(
 ) -> None:
     with stopped(tcp_redis_server.process):
         seconds, user = lookup_user(config_for(tmp_path, tcp_redis_server, transport))
-    assert isinstance(user, store.StoreUnavailable)
+    assert isinstance(user, errors.StoreUnavailable)
     assert seconds < TIMEOUT + SLACK
 
 
@@ -372,12 +374,12 @@ def test_the_handlers_kept_lookup_gives_up_on_a_stalled_redis_within_the_timeout
 ) -> None:
     """The kept connection's timeout uses up the lookup's time: the new connection that
     Lookup then opens gets none of its own, so a lookup never takes two timeouts."""
-    lookup = store.Lookup(load(str(config_for(tmp_path, tcp_redis_server, "tcp"))).redis)
+    lookup = Lookup(load(str(config_for(tmp_path, tcp_redis_server, "tcp"))).redis)
     try:
         assert lookup.user_for(ADDRESS) is None
         with stopped(tcp_redis_server.process):
             started = time.monotonic()
-            with pytest.raises(store.StoreUnavailable):
+            with pytest.raises(errors.StoreUnavailable):
                 lookup.user_for(ADDRESS)
             seconds = time.monotonic() - started
     finally:
@@ -402,7 +404,7 @@ def test_the_handlers_lookup_gives_up_on_a_stalled_master_within_the_timeout(
     config = sentinel_config(tmp_path, cluster)
     with stopped(cluster.servers[0].process):
         seconds, user = lookup_user(config)
-    assert isinstance(user, store.StoreUnavailable)
+    assert isinstance(user, errors.StoreUnavailable)
     assert seconds < TIMEOUT + SLACK
 
 

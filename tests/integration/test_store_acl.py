@@ -18,8 +18,10 @@ import pytest
 import redis
 from support import PYTHON, REPO, RedisServer, run_cli, write_config
 
-from pbs_activated import acl, store
+from pbs_activated import acl, errors, keys
 from pbs_activated.config import RedisSettings, parse_redis_url
+from pbs_activated.lookup import Lookup
+from pbs_activated.writer import Writer
 
 NOBODY = 65534
 ADMIN_GID = 64999
@@ -47,8 +49,8 @@ class ClosedStore:
         settings.timeout = 2.0
         return settings
 
-    def client(self, user: str) -> redis.Redis:
-        return store.connect(self.settings(user))
+    def client(self, user: str) -> Writer:
+        return Writer(self.settings(user))
 
 
 @pytest.fixture
@@ -79,14 +81,14 @@ def test_the_default_user_is_disabled(closed_store: ClosedStore) -> None:
 
 
 def test_a_wrong_password_is_refused(closed_store: ClosedStore) -> None:
-    with pytest.raises(redis.ResponseError, match="WRONGPASS"):
-        store.connect(closed_store.settings(acl.JOURNAL_USER, "guessed")).ping()
+    with pytest.raises(errors.StoreRefused, match="WRONGPASS"):
+        Writer(closed_store.settings(acl.JOURNAL_USER, "guessed")).ping()
 
 
 def test_the_reader_writes_an_authorization_the_handler_reads(closed_store: ClosedStore) -> None:
     reader = closed_store.client(acl.JOURNAL_USER)
-    assert store.authorize(reader, "192.0.2.7", "alice", store.now_ms() + 60_000)
-    lookup = store.Lookup(closed_store.settings(acl.POLICY_USER))
+    assert reader.authorize("192.0.2.7", "alice", keys.now_ms() + 60_000)
+    lookup = Lookup(closed_store.settings(acl.POLICY_USER))
     try:
         assert lookup.user_for("192.0.2.7") == "alice"
         assert lookup.users_for(["192.0.2.7", "192.0.2.8"]) == ["alice", None]
@@ -111,7 +113,7 @@ def test_the_handler_user_can_change_nothing(
 ) -> None:
     handler = closed_store.client(acl.POLICY_USER)
     with pytest.raises(redis.exceptions.NoPermissionError):
-        handler.execute_command(*command)
+        handler.client.execute_command(*command)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,7 @@ def test_the_reader_user_reads_no_value_and_touches_no_other_key(
 ) -> None:
     reader = closed_store.client(acl.JOURNAL_USER)
     with pytest.raises(redis.exceptions.NoPermissionError):
-        reader.execute_command(*command)
+        reader.client.execute_command(*command)
 
 
 def test_the_reader_user_cannot_reach_other_keys_through_a_script(
@@ -141,16 +143,16 @@ def test_the_reader_user_cannot_reach_other_keys_through_a_script(
 ) -> None:
     reader = closed_store.client(acl.JOURNAL_USER)
     with pytest.raises(redis.ResponseError, match="(?i)permission|noperm"):
-        reader.execute_command("EVAL", "return redis.call('SET', KEYS[1], 'x')", 1, "elsewhere")
+        reader.client.execute_command("EVAL", "return redis.call('SET', KEYS[1], 'x')", 1, "elsewhere")
 
 
 def test_the_admin_user_grants_lists_and_revokes(closed_store: ClosedStore) -> None:
     admin = closed_store.client(acl.ADMIN_USER)
-    assert store.authorize(admin, "192.0.2.7", "alice", store.now_ms() + 60_000)
-    assert [entry[:2] for entry in store.list_authorized(admin)] == [("192.0.2.7", "alice")]
-    assert store.revoke(admin, "192.0.2.7")
+    assert admin.authorize("192.0.2.7", "alice", keys.now_ms() + 60_000)
+    assert [entry[:2] for entry in admin.list_authorized()] == [("192.0.2.7", "alice")]
+    assert admin.revoke("192.0.2.7")
     with pytest.raises(redis.exceptions.NoPermissionError):
-        admin.execute_command("FLUSHALL")
+        admin.client.execute_command("FLUSHALL")
 
 
 def test_store_acl_refuses_to_write_a_file_without_secrets(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbs_activated import store
+from pbs_activated import errors, replication, resp, sentinel
 
 
 def replica(ip: bytes, port: bytes, flags: bytes) -> list[bytes]:
@@ -26,7 +26,7 @@ def replica(ip: bytes, port: bytes, flags: bytes) -> list[bytes]:
 
 
 def test_the_master_comes_first_then_the_replicas() -> None:
-    servers = store.sentinel_servers(
+    servers = sentinel.servers(
         [b"10.0.0.1", b"6379"],
         [replica(b"10.0.0.2", b"6379", b"slave"), replica(b"10.0.0.3", b"6380", b"slave")],
     )
@@ -35,62 +35,60 @@ def test_the_master_comes_first_then_the_replicas() -> None:
 
 @pytest.mark.parametrize("flags", [b"s_down,slave", b"slave,o_down", b"slave,disconnected"])
 def test_replicas_seen_down_are_left_out(flags: bytes) -> None:
-    servers = store.sentinel_servers([b"10.0.0.1", b"6379"], [replica(b"10.0.0.2", b"6379", flags)])
+    servers = sentinel.servers([b"10.0.0.1", b"6379"], [replica(b"10.0.0.2", b"6379", flags)])
     assert servers == [("10.0.0.1", 6379)]
 
 
 def test_a_replica_that_lost_its_master_is_kept() -> None:
     entry = replica(b"10.0.0.2", b"6379", b"slave")
     entry[-1] = b"err"  # master-link-status: it still serves its data
-    assert store.sentinel_servers(None, [entry]) == [("10.0.0.2", 6379)]
+    assert sentinel.servers(None, [entry]) == [("10.0.0.2", 6379)]
 
 
 def test_an_unknown_master_leaves_only_the_replicas() -> None:
-    assert store.sentinel_servers(None, []) == []
+    assert sentinel.servers(None, []) == []
 
 
 def test_the_master_listed_again_as_a_replica_is_tried_once() -> None:
-    servers = store.sentinel_servers(
-        [b"10.0.0.1", b"6379"], [replica(b"10.0.0.1", b"6379", b"slave")]
-    )
+    servers = sentinel.servers([b"10.0.0.1", b"6379"], [replica(b"10.0.0.1", b"6379", b"slave")])
     assert servers == [("10.0.0.1", 6379)]
 
 
 def test_a_garbled_address_is_unavailable_not_a_crash() -> None:
-    with pytest.raises(store.StoreUnavailable):
-        store.sentinel_servers([b"10.0.0.1", b"port"], [])
+    with pytest.raises(errors.StoreUnavailable):
+        sentinel.servers([b"10.0.0.1", b"port"], [])
 
 
 def test_a_masters_role_counts_its_online_replicas() -> None:
     role = ["master", 3129, [["10.0.0.2", "6379", "3129"], ["10.0.0.3", "6379", "3100"]]]
-    assert store.replicas_online(role) == 2
-    assert store.replicas_online(["master", 0, []]) == 0
+    assert replication.replicas_online(role) == 2
+    assert replication.replicas_online(["master", 0, []]) == 0
 
 
 def test_a_replicas_role_counts_none() -> None:
-    assert store.replicas_online(["slave", "10.0.0.1", 6379, "connected", 3129]) == 0
+    assert replication.replicas_online(["slave", "10.0.0.1", 6379, "connected", 3129]) == 0
 
 
 def test_auto_asks_one_confirmation_when_any_replica_is_online() -> None:
-    auto = store.Replication()
+    auto = replication.Replication()
     assert [auto.required(online) for online in (0, 1, 2, 5)] == [0, 1, 1, 1]
 
 
 def test_a_configured_count_is_asked_whatever_is_online() -> None:
-    assert [store.Replication(2).required(online) for online in (0, 1, 3)] == [2, 2, 2]
-    assert store.Replication(0).required(3) == 0
+    assert [replication.Replication(2).required(online) for online in (0, 1, 3)] == [2, 2, 2]
+    assert replication.Replication(0).required(3) == 0
 
 
 def test_unconfirmed_replication_is_a_store_failure() -> None:
     """Callers that handle StoreUnavailable (the CLI) report it; the reader re-sends."""
-    assert issubclass(store.ReplicationUnconfirmed, store.StoreUnavailable)
+    assert issubclass(errors.ReplicationUnconfirmed, errors.StoreUnavailable)
 
 
 def test_commands_are_encoded_as_resp_arrays_of_bulk_strings() -> None:
-    assert store.encode_command(("SENTINEL", "get-master-addr-by-name", "pbs")) == (
+    assert resp.encode_command(("SENTINEL", "get-master-addr-by-name", "pbs")) == (
         b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$3\r\npbs\r\n"
     )
     assert (
-        store.encode_command(("AUTH", "pässword"))
+        resp.encode_command(("AUTH", "pässword"))
         == b"*2\r\n$4\r\nAUTH\r\n$9\r\np\xc3\xa4ssword\r\n"
     )

@@ -1,0 +1,228 @@
+"""One connection to a Redis-protocol server, for the handler: RESP2 over a plain socket.
+
+Why our own: importing redis-py costs the per-connection handler more than
+everything else it does, and it only ever sends AUTH, SELECT, GET, MGET and
+two Sentinel questions. The codec (`Parser`) has hiredis.Reader's interface,
+so that the two can be measured against each other (docs/performance.md).
+
+Every wait ends at the connection's `deadline` (a `time.monotonic()` value the
+caller sets per question): connecting, the TLS handshake and resolving a host
+name included.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pbs_activated import defaults
+from pbs_activated.errors import StoreError, StoreUnavailable, describe, error_reply
+from pbs_activated.sockets import TIMEOUT_OPTIONS, set_kernel_timeouts
+
+TYPE_CHECKING = False  # typing itself costs the handler milliseconds
+if TYPE_CHECKING:
+    import _socket
+    import socket
+    from typing import TypeAlias
+
+    Reply: TypeAlias = "bytes | int | list[Reply] | ReplyError | None"
+
+
+class ReplyError(Exception):
+    """An error reply (`-ERR ...`), returned by `Parser.gets` as a value, as hiredis does.
+
+    Inside an array (a pipeline's or a transaction's replies) it is one value among
+    others; only the connection turns a top-level one into a typed error.
+    """
+
+
+class ProtocolError(StoreUnavailable):
+    """What the server sent is not RESP: the connection cannot be trusted any more."""
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply: wait for more bytes."""
+
+
+_INCOMPLETE = _Incomplete()
+
+
+class Parser:
+    """RESP2 replies from bytes fed in any pieces: `feed` them, `gets` each reply.
+
+    The buffer is read by offset, never sliced line by line; consumed bytes are
+    dropped when the next piece is fed. `gets` returns False while a reply is
+    incomplete (hiredis.Reader's convention), bulk strings as bytes, simple
+    strings as bytes, error replies as ReplyError values, nil as None.
+    """
+
+    __slots__ = ("_buffer", "_offset")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._offset = 0
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the server."""
+        if self._offset:
+            self._buffer = self._buffer[self._offset :] + data
+            self._offset = 0
+        else:
+            self._buffer += data
+
+    def gets(self) -> Reply | bool:
+        """Return the next whole reply, or False if the buffer holds none yet."""
+        buffer = self._buffer
+        try:
+            value, self._offset = _parse(buffer, self._offset)
+        except _Incomplete:
+            return False
+        if self._offset == len(buffer):
+            self._buffer, self._offset = b"", 0
+        return value
+
+    def has_data(self) -> bool:
+        """Whether bytes of an unread reply are buffered."""
+        return self._offset < len(self._buffer)
+
+
+def _parse(buffer: bytes, start: int) -> tuple[Reply, int]:
+    """The reply at `start` and the offset after it; raise _Incomplete if it is cut off."""
+    end = buffer.find(b"\r\n", start)
+    if end < 0:
+        raise _INCOMPLETE
+    kind = buffer[start]
+    try:
+        if kind == 0x24:  # $: bulk string
+            length = int(buffer[start + 1 : end])
+            if length < 0:
+                return None, end + 2
+            stop = end + 2 + length
+            if len(buffer) < stop + 2:
+                raise _INCOMPLETE
+            if buffer[stop : stop + 2] != b"\r\n":
+                raise ProtocolError("bulk string without its CRLF")
+            return buffer[end + 2 : stop], stop + 2
+        if kind == 0x2A:  # *: array
+            count = int(buffer[start + 1 : end])
+            if count < 0:
+                return None, end + 2
+            items = []
+            offset = end + 2
+            for _ in range(count):
+                item, offset = _parse(buffer, offset)
+                items.append(item)
+            return items, offset
+        if kind == 0x3A:  # :
+            return int(buffer[start + 1 : end]), end + 2
+        if kind == 0x2B:  # +
+            return buffer[start + 1 : end], end + 2
+        if kind == 0x2D:  # -
+            return ReplyError(buffer[start + 1 : end].decode("utf-8", "replace")), end + 2
+    except ValueError:
+        pass
+    raise ProtocolError(f"not a Redis reply: {buffer[start : start + 40]!r}")
+
+
+def encode_command(arguments: tuple[str, ...]) -> bytes:
+    """Encode a command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(arguments)]
+    for argument in arguments:
+        encoded = argument.encode("utf-8")
+        parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
+    return b"".join(parts)
+
+
+class Connection:
+    """One connected, logged-in socket to a server, its parser, and its deadline.
+
+    A failure leaves the connection unusable (a reply may be half read): the
+    caller closes it and opens another, which every caller here does.
+    """
+
+    def __init__(self, sock: _socket.socket | socket.socket, armed: float, deadline: float) -> None:
+        self.socket = sock
+        self.deadline = deadline
+        """When the current question must have its answer (time.monotonic())."""
+        self.parser = Parser()
+        self._armed = armed
+        """The timeout last set on the socket: see _arm."""
+
+    def command(self, *arguments: str) -> Reply:
+        """Send one command and return its reply; an error reply raises its typed error."""
+        self.send(encode_command(arguments))
+        return self.reply()
+
+    def send(self, data: bytes) -> None:
+        """Send within the deadline; an SO_SNDTIMEO that runs out is a timeout like any other."""
+        self._arm()
+        try:
+            self.socket.sendall(data)
+        except BlockingIOError:
+            raise TimeoutError("timed out") from None
+
+    def reply(self) -> Reply:
+        """Read one reply; a top-level error reply raises (errors.error_reply)."""
+        parser = self.parser
+        if not parser.has_data():  # the usual case: no need to look for a reply yet
+            self._fill()
+        while (value := parser.gets()) is False:
+            self._fill()
+        if isinstance(value, ReplyError):
+            raise error_reply(str(value))
+        return value
+
+    def log_in(self, username: str, password: str, db: int = 0) -> None:
+        """AUTH (with a user name if there is one) and SELECT, as the settings say."""
+        if password:
+            if username:
+                self.command("AUTH", username, password)
+            else:
+                self.command("AUTH", password)
+        if db:
+            self.command("SELECT", str(db))
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def remaining(self) -> float:
+        """The time left before the deadline; raise once it has passed."""
+        return _remaining(self.deadline)
+
+    def _fill(self) -> None:
+        self._arm()
+        try:
+            chunk = self.socket.recv(65536)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise TimeoutError("timed out") from None
+        if not chunk:
+            raise StoreUnavailable("Redis closed the connection")
+        self.parser.feed(chunk)
+
+    def _arm(self) -> None:
+        """Make the socket's next wait end at the deadline, give or take the slack.
+
+        settimeout is a system call; on a kept connection the time left at each
+        send and receive differs from the armed timeout by microseconds, so it is
+        re-armed only when they differ by more than REDIS_TIMEOUT_SLACK.
+        """
+        remaining = self.remaining()
+        if abs(remaining - self._armed) > defaults.REDIS_TIMEOUT_SLACK:
+            if self.socket.gettimeout() is None:  # a plain socket: see _open
+                set_kernel_timeouts(self.socket, remaining, *TIMEOUT_OPTIONS)  # type: ignore[arg-type]
+            else:
+                self.socket.settimeout(remaining)
+            self._armed = remaining
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("timed out")
+    return remaining
+
+
+def failure(error: BaseException) -> StoreError:
+    """The typed error for anything a connection raised: ours as it is, the OS's described."""
+    if isinstance(error, StoreError):
+        return error
+    return StoreUnavailable(describe(error))

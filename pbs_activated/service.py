@@ -1,0 +1,111 @@
+"""What the handler (policy.py) and the server (server.py) share: one answer path.
+
+Both read chunks from Postfix connections and, for each chunk, do the same
+things in the same order, here:
+
+1. `prefetch`: send the lookup of the RCPT request the chunk holds, guessed from
+   its raw bytes, so that Redis answers while the chunk is parsed;
+2. parse it (protocol.RequestParser), then `answer`: decide every request
+   (decision.decide), encode the replies in one piece;
+3. the caller writes the replies, and only then records the audit entries
+   (`audit_entry`), so that a slow journal never delays Postfix.
+
+They differ only in how they wait for connections and write: the handler
+blocks on its one connection; the server multiplexes many and looks up a
+whole round's addresses at once.
+"""
+
+from __future__ import annotations
+
+from pbs_activated import addresses, audit
+from pbs_activated.config import Config, ConfigError, load
+from pbs_activated.decision import decide
+from pbs_activated.lookup import BrokenConfigLookup, Lookup
+from pbs_activated.protocol import format_reply, rcpt_client_address
+
+TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pbs_activated.config import PolicySettings
+    from pbs_activated.decision import Decision
+    from pbs_activated.lookup import Lookups
+    from pbs_activated.protocol import Request
+
+
+def config_and_lookup(config_path: str) -> tuple[Config, Lookups]:
+    """The config and a lookup on its store; for a broken config, defaults and no store.
+
+    A broken config is audited and then answered around (see BrokenConfigLookup).
+    """
+    try:
+        config = load(config_path)
+        return config, Lookup(config.redis)
+    except ConfigError as error:
+        audit.send(audit.ERROR, f"cannot use configuration: {error}", PBS_ERROR="config")
+        return Config(config_path), BrokenConfigLookup(str(error))
+
+
+def prefetch(lookup: Lookups, chunks: list[bytes]) -> None:
+    """Send the lookups of the RCPT requests these chunks hold, guessed, before parsing them."""
+    guesses = {guessed_address(chunk) for chunk in chunks}
+    guesses.discard(None)
+    if guesses:
+        lookup.prefetch(sorted(guesses))  # type: ignore[arg-type]
+
+
+def guessed_address(chunk: bytes) -> str | None:
+    """The normalised client address of the one RCPT request in `chunk`, unparsed; or None.
+
+    Only a guess to send the lookup early: the parsed request decides (through
+    decision.examine), and a lookup for another address does not use the reply.
+    """
+    guess = rcpt_client_address(chunk)
+    return addresses.normalize_or_none(guess) if guess is not None else None
+
+
+def answer(
+    requests: list[Request], policy: PolicySettings, user_for: Callable[[str], str | None]
+) -> tuple[bytes, list[Decision]]:
+    """Decide every request; return the replies to write, in one piece, and the decisions."""
+    decisions = [decide(request, policy, user_for) for request in requests]
+    return b"".join([format_reply(decision.action) for decision in decisions]), decisions
+
+
+def entries(requests: list[Request], decisions: list[Decision]) -> list[tuple[bytes, str]]:
+    """The audit entries of answered requests, to deliver once the replies are written."""
+    return [audit_entry(r, d) for r, d in zip(requests, decisions, strict=True)]
+
+
+def problem(priority: int, message: str, **fields: object) -> tuple[bytes, str]:
+    """An audit entry about a connection (closed, over a limit), delivered as `entries` are."""
+    return audit.entry(priority, message, **fields), message
+
+
+def audit_entry(request: Request, decision: Decision) -> tuple[bytes, str]:
+    """The encoded journal entry of one decision and its message: INFO at RCPT, DEBUG else."""
+    state = request.get("protocol_state")
+    priority = audit.INFO if state.upper() == "RCPT" else audit.DEBUG
+    who = f" ({decision.user})" if decision.user else ""
+    client = decision.client_address or request.get("client_address")[:80]
+    message = (
+        f"{decision.action} for {client or 'no address'}{who} at {state or 'no state'}: "
+        f"{decision.reason}"
+    )
+    payload = audit.entry(
+        priority,
+        message,
+        PBS_ACTION=decision.action.split(" ", 1)[0],
+        PBS_ACTION_TEXT=decision.action,
+        PBS_REASON=decision.reason,
+        PBS_CLIENT_ADDRESS=client,
+        PBS_USER=decision.user,
+        PBS_PROTOCOL_STATE=state,
+        PBS_SENDER=request.get("sender"),
+        PBS_RECIPIENT=request.get("recipient"),
+        PBS_QUEUE_ID=request.get("queue_id"),
+        PBS_CLIENT_NAME=request.get("client_name"),
+        PBS_HELO_NAME=request.get("helo_name"),
+        PBS_INSTANCE=request.get("instance"),
+    )
+    return payload, message

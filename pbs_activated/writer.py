@@ -1,0 +1,232 @@
+"""The writers' side of the store: the reader and the CLI, through redis-py.
+
+They are long-lived or rare, so redis-py's import is affordable here and never
+on the handler's path. Every write waits until a replica has it (`WAIT`), so
+that a failover loses no login (replication.py). Every failure comes out as
+one of errors.py's types, whatever redis-py called it, so that callers decide
+by type: wait and retry, try the next server, or report a refusal.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pbs_activated import keys, sentinel, sockets
+from pbs_activated.errors import (
+    ServerNotReady,
+    StoreError,
+    StoreRefused,
+    StoreUnavailable,
+    error_reply,
+)
+from pbs_activated.replication import Replication, confirmed_write
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    import redis
+
+    from pbs_activated.config import RedisSettings
+
+    _Result = TypeVar("_Result")
+
+AUTHORIZE = """
+local current = redis.call('PEXPIRETIME', KEYS[1])
+if current == -1 then
+  return 0
+end
+if current >= tonumber(ARGV[2]) then
+  redis.call('PEXPIREAT', KEYS[1], current)
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 1
+"""
+"""Set the key unless it already lasts as long or longer (or forever).
+
+Atomic on the server, so two POP hosts, or a replayed old login racing a new one,
+can only ever lengthen an authorization. PEXPIRETIME needs Redis 7 (bookworm has 7.0).
+When the key already lasts longer, it is written again unchanged (PEXPIREAT to
+its own expiry): a re-sent write still replicates, so WAIT confirms that the
+replicas hold the key, and not merely that this connection had nothing to send.
+"""
+
+
+class Writer:
+    """A redis-py client for the master, and what the master said of its replicas.
+
+    With Sentinel, the master is found as the handler finds its servers
+    (sentinel.discover), and found again after any failure: a failover moves it.
+    """
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.replication = Replication(settings.min_replicas, settings.replication_timeout)
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client, connected to the master (found again after a failure)."""
+        if self._client is None:
+            self._client = self._run_connect()
+        return self._client
+
+    def ping(self) -> None:
+        """Raise a StoreError unless the master answers."""
+        self._run(lambda client: client.ping())
+
+    def authorize(self, address: str, user: str, expires_at_ms: int) -> bool:
+        """Authorize `address` until `expires_at_ms` (Unix ms); False if it already lasts longer.
+
+        Returns only once the write is safe from a failover (see replication.py);
+        raises a StoreError otherwise, and the caller must send it again, which
+        is harmless: the same login gives the same PXAT. Sent again after
+        ReplicationUnconfirmed, it returns what the unconfirmed attempt did.
+        """
+        command = ("EVAL", AUTHORIZE, 1, keys.client_key(address), user, str(expires_at_ms))
+        return bool(self._run(lambda client: confirmed_write(client, self.replication, command)))
+
+    def revoke(self, address: str) -> bool:
+        """Remove an authorization; False if there was none. Confirmed as authorize is."""
+        command = ("DEL", keys.client_key(address))
+        return bool(self._run(lambda client: confirmed_write(client, self.replication, command)))
+
+    def authorizations(self) -> list[tuple[str, str, int]]:
+        """(address, user, expiry in Unix ms, -1 for none) of every authorization, by address.
+
+        The absolute expiry (PEXPIRETIME) is what a write needs to copy one to
+        another store unchanged (`migrate`); `list_authorized` turns it into
+        seconds left.
+        """
+        return self._run(_authorizations)
+
+    def list_authorized(self) -> list[tuple[str, str, float]]:
+        """(address, user, seconds left) for every authorization, by address."""
+        now = keys.now_ms()
+        return [
+            (address, user, (expires_ms - now) / 1000 if expires_ms >= 0 else float("inf"))
+            for address, user, expires_ms in self.authorizations()
+        ]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+    def _run(self, operation: Callable[[redis.Redis], _Result]) -> _Result:
+        """Run an operation on the client; a failure comes out typed, and a broken
+        or misdirected connection is dropped so that the next call finds the master."""
+        import redis as redis_py
+
+        try:
+            return operation(self.client)
+        except redis_py.RedisError as error:
+            typed = translated(error)
+            if isinstance(typed, StoreUnavailable):
+                self.close()
+            raise typed from error
+
+    def _run_connect(self) -> redis.Redis:
+        settings = self.settings
+        deadline = time.monotonic() + settings.timeout
+        if settings.sentinels:
+            return sentinel.discover(settings, deadline, self._tcp, master_only=True)
+        if settings.unix_path:
+            return _client(settings, unix_socket_path=settings.unix_path)
+        return self._tcp(settings.host, settings.port, deadline)
+
+    def _tcp(self, host: str, port: int, deadline: float) -> redis.Redis:
+        """A client for a server over TCP: the url's, or the master a sentinel named.
+
+        It connects at its first command, within `[redis] timeout` of its own.
+        """
+        return _client(self.settings, host=host, port=port, **sockets.tls_options(self.settings))
+
+
+def _client(settings: RedisSettings, **where: object) -> redis.Redis:
+    """A redis-py client: one attempt per command within `[redis] timeout` (see _one_attempt)."""
+    import redis as redis_py
+
+    return redis_py.Redis(
+        username=settings.username or None,
+        password=settings.password or None,
+        db=settings.db,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.timeout,
+        decode_responses=True,
+        **_one_attempt(),
+        **where,
+    )
+
+
+def _one_attempt() -> dict[str, object]:
+    """redis-py options for one attempt per command and no CLIENT SETINFO, on 4.3 to 6.x.
+
+    redis-py 6 (Debian 13's 6.1) gives every `Redis` a `Retry` of three more
+    attempts with exponential back-off on connection errors and timeouts; 4.3
+    (Debian 12's 4.3.4) gives none. With `timeout = 1`, a write on a kept
+    connection to a stalled server took 10 s. `Retry(NoBackoff(), 0)` is one
+    attempt on both, for connecting as for the command: the reader retries with
+    its own back-off, and the CLI should answer at once. `retry_on_timeout`,
+    `retry_on_error` and `health_check_interval` keep their defaults, which add
+    no retry on either version.
+
+    redis-py 5 and later also send CLIENT SETINFO LIB-NAME and LIB-VER on every new
+    connection: refused for a restricted ACL user (an entry in its ACL LOG each
+    time), and by Redis 7.0, which lacks the command. `lib_name=None,
+    lib_version=None` turn them off, but 4.3 has no such keywords and refuses
+    unknown ones, so they are passed only where redis-py's own signature lists
+    them: the library says what it takes, with no table of which version added what.
+    """
+    import inspect
+
+    import redis as redis_py
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options: dict[str, object] = {"retry": Retry(NoBackoff(), 0)}
+    if "lib_name" in inspect.signature(redis_py.Redis).parameters:
+        options.update(lib_name=None, lib_version=None)
+    return options
+
+
+def translated(error: Exception) -> StoreError:
+    """errors.py's type for one of redis-py's errors, with its reason in one line.
+
+    redis-py strips the code from the errors it names (NoPermissionError for
+    NOPERM...) and keeps it in the others' text (`MASTERDOWN ...`); its pipeline
+    errors quote the whole command (here the authorize script) before the reason.
+    """
+    from redis import exceptions
+
+    reason = " ".join(str(error).rpartition(" of pipeline caused error: ")[2].split())
+    text = f"Redis: {reason or type(error).__name__}"
+    if isinstance(error, exceptions.AuthenticationError | exceptions.NoPermissionError):
+        return StoreRefused(text)
+    if isinstance(error, exceptions.BusyLoadingError | exceptions.ReadOnlyError):
+        return ServerNotReady(text)
+    if isinstance(error, exceptions.ConnectionError | exceptions.TimeoutError):
+        return StoreUnavailable(text)
+    if isinstance(error, exceptions.ResponseError):
+        typed = error_reply(reason)
+        return type(typed)(text)
+    return StoreUnavailable(text)
+
+
+def _authorizations(client: redis.Redis) -> list[tuple[str, str, int]]:
+    found = sorted(client.scan_iter(match=keys.CLIENT_PATTERN, count=1000))
+    if not found:
+        return []
+    pipeline = client.pipeline(transaction=False)
+    for key in found:
+        pipeline.get(key)
+        pipeline.execute_command("PEXPIRETIME", key)
+    replies = pipeline.execute()
+    entries = []
+    for index, key in enumerate(found):
+        user, expires_ms = replies[2 * index], int(replies[2 * index + 1])
+        if user is not None and expires_ms != -2:  # -2: expired since the SCAN
+            entries.append((keys.address_of(key), user, expires_ms))
+    return entries

@@ -1,0 +1,43 @@
+"""redis-py's errors come out of the writer as errors.py's types (writer.translated)."""
+
+from __future__ import annotations
+
+import pytest
+from redis import exceptions
+
+from pbs_activated import errors
+from pbs_activated.writer import translated
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (exceptions.AuthenticationError("invalid username-password pair"), errors.StoreRefused),
+        (exceptions.NoPermissionError("this user has no permissions"), errors.StoreRefused),
+        (exceptions.ResponseError("Error running script (call to f_1234)"), errors.StoreRefused),
+        (
+            exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+            errors.ServerNotReady,
+        ),
+        (
+            exceptions.ReadOnlyError("You can't write against a read only replica."),
+            errors.ServerNotReady,
+        ),
+        (exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), errors.ServerNotReady),
+        (exceptions.ConnectionError("Error 111 connecting"), errors.StoreUnavailable),
+        (exceptions.TimeoutError("Timeout reading from socket"), errors.StoreUnavailable),
+    ],
+)
+def test_each_redis_py_error_has_its_type(error: Exception, kind: type[errors.StoreError]) -> None:
+    assert type(translated(error)) is kind
+
+
+def test_a_pipeline_error_keeps_only_the_reason() -> None:
+    # redis-py quotes the whole command (the authorize script, many lines) first.
+    error = exceptions.NoPermissionError(
+        "Command # 1 (EVAL \nlocal current = redis.call('PEXPIRETIME', KEYS[1])\n...) of "
+        "pipeline caused error: this user has no permissions to run the 'eval' command"
+    )
+    assert str(translated(error)) == (
+        "Redis: this user has no permissions to run the 'eval' command"
+    )
