@@ -1,0 +1,121 @@
+"""Audit entries too big for one datagram arrive whole, as journald's own clients send them:
+the send buffer raised to fit, else the entry in a sealed memfd passed with SCM_RIGHTS."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import decode_entry
+
+from pbs_activated import audit
+
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+"""What journald counts as sealed (systemd 252 wants exactly these)."""
+
+
+class Received:
+    """One datagram: its entry, and the seals of the memfd it carried (None: no descriptor)."""
+
+    def __init__(self, entry: dict[str, str], seals: int | None) -> None:
+        self.entry = entry
+        self.seals = seals
+
+
+class FileDescriptorSink:
+    """journald's native socket as far as big entries go: a datagram, or one memfd and no data.
+
+    Its receive buffer is as small as the kernel allows: on a unix datagram socket
+    the sender's buffer bounds a datagram, never the receiver's.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        self.socket.bind(str(path))
+        self.received: list[Received] = []
+        self._arrived = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        buffer = bytearray(64 << 20)
+        while True:
+            try:
+                size, ancillary, _, _ = self.socket.recvmsg_into([buffer], socket.CMSG_SPACE(4))
+            except OSError:
+                return
+            payload, seals = bytes(buffer[:size]), None
+            for level, kind, data in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                    descriptor = int.from_bytes(data[:4], sys.byteorder)
+                    seals = fcntl.fcntl(descriptor, fcntl.F_GET_SEALS)
+                    with open(descriptor, "rb") as memfd:  # at its end: the sender wrote it
+                        payload = os.pread(memfd.fileno(), os.fstat(descriptor).st_size, 0)
+            self.received.append(Received(decode_entry(payload), seals))
+            self._arrived.set()
+
+    def wait(self, timeout: float = 10) -> Received:
+        assert self._arrived.wait(timeout), "no entry arrived"
+        return self.received[-1]
+
+    def close(self) -> None:
+        self.socket.shutdown(socket.SHUT_RDWR)
+        self.socket.close()
+        self._thread.join(timeout=2)
+
+
+@pytest.fixture
+def sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileDescriptorSink]:
+    receiver = FileDescriptorSink(tmp_path / "journal.sock")
+    monkeypatch.setenv("PBS_ACTIVATED_JOURNAL_SOCKET", str(receiver.path))
+    monkeypatch.setattr(audit, "_sender", None)  # a fresh socket, with the default buffer
+    yield receiver
+    receiver.close()
+
+
+def largest_datagram() -> int:
+    """Beyond this no unprivileged sender's datagram goes: twice net.core.wmem_max."""
+    return 2 * int(Path("/proc/sys/net/core/wmem_max").read_text())
+
+
+def test_a_300_kib_entry_arrives_whole(sink: FileDescriptorSink) -> None:
+    value = "a" * (300 << 10)
+    audit.send(audit.INFO, "big", PBS_BIG=value, PBS_AFTER="last field")
+    received = sink.wait()
+    assert received.entry["PBS_BIG"] == value
+    assert received.entry["PBS_AFTER"] == "last field"
+
+
+def test_an_entry_larger_than_any_datagram_arrives_whole_in_a_sealed_memfd(
+    sink: FileDescriptorSink,
+) -> None:
+    value = "line\n" * ((largest_datagram() + (1 << 20)) // 5)
+    assert audit.deliver(audit.entry(audit.INFO, "huge", PBS_HUGE=value), "huge")
+    received = sink.wait()
+    assert received.seals == SEALS
+    assert received.entry["PBS_HUGE"] == value  # the binary form, newlines and all
+
+
+def test_a_small_entry_is_still_one_plain_datagram(sink: FileDescriptorSink) -> None:
+    audit.send(audit.INFO, "small", PBS_ACTION="OK")
+    received = sink.wait()
+    assert received.seals is None
+    assert received.entry["PBS_ACTION"] == "OK"
+
+
+def test_after_a_big_entry_small_ones_still_go_as_datagrams(sink: FileDescriptorSink) -> None:
+    audit.send(audit.INFO, "big", PBS_BIG="b" * (1 << 20))
+    sink.wait()
+    sink._arrived.clear()
+    audit.send(audit.INFO, "small", PBS_ACTION="DUNNO")
+    received = sink.wait()
+    assert received.seals is None
+    assert received.entry["PBS_ACTION"] == "DUNNO"
