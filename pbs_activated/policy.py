@@ -22,7 +22,7 @@ from pbs_activated.sockets import set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
-    from pbs_activated.config import Config, PolicySettings
+    from pbs_activated.config import PolicySettings
     from pbs_activated.lookup import Lookups
     from pbs_activated.protocol import Request
 
@@ -31,16 +31,20 @@ READ_SIZE = 65536
 
 def main(config_path: str) -> int:
     """Serve the connection on stdin/stdout; return the exit status."""
-    config, lookup = service.config_and_lookup(config_path)
+    configured = service.Configured(config_path)
     try:
-        return serve(0, 1, config, lookup)
+        return serve(0, 1, configured)
     finally:
-        lookup.close()
+        configured.close()
 
 
-def serve(input_fd: int, output_fd: int, config: Config, lookup: Lookups) -> int:
-    """Answer requests until EOF (0), idle timeout (0) or a protocol violation (1)."""
-    policy = config.policy
+def serve(input_fd: int, output_fd: int, configured: service.Configured) -> int:
+    """Answer requests until EOF (0), idle timeout (0) or a protocol violation (1).
+
+    The idle timeout is the one the connection started with; every other
+    setting follows the file from one request to the next (service.Configured).
+    """
+    policy = configured.config.policy
     parser = RequestParser(policy.max_line_length, policy.max_request_size)
     poller = None if _time_reads_in_kernel(input_fd, policy.idle_timeout) else select.poll()
     if poller is not None:
@@ -60,13 +64,17 @@ def serve(input_fd: int, output_fd: int, config: Config, lookup: Lookups) -> int
             if parser.in_request:
                 audit.send(audit.WARNING, "connection closed in the middle of a request")
             return 0
+        if configured.refresh():
+            parser.max_line_length = configured.config.policy.max_line_length
+            parser.max_request_size = configured.config.policy.max_request_size
+        lookup = configured.lookup
         service.prefetch(lookup, [chunk])
         violation = None
         try:
             requests = parser.feed(chunk)
         except LimitExceeded as error:
             violation, requests = error, error.complete
-        if requests and not answer(output_fd, requests, policy, lookup):
+        if requests and not answer(output_fd, requests, configured.config.policy, lookup):
             return 0
         if violation is not None:
             # Drop the connection without an answer: resynchronising is guesswork;

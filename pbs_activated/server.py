@@ -36,7 +36,6 @@ from pbs_activated.protocol import LimitExceeded, RequestParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pbs_activated.config import Config
     from pbs_activated.lookup import Lookups
     from pbs_activated.protocol import Request
 
@@ -57,12 +56,12 @@ def main(config_path: str) -> int:
     except NoListeningSocket as error:
         print(f"pbs-activated: policy-server: {error}", file=sys.stderr)
         return 2
-    config, lookup = service.config_and_lookup(config_path)
+    configured = service.Configured(config_path)
     try:
-        Server(listener, config, lookup).run()
+        Server(listener, configured).run()
         return 0
     finally:
-        lookup.close()
+        configured.close()
 
 
 def listening_socket(environment: dict[str, str], pid: int) -> _socket.socket:
@@ -101,10 +100,12 @@ class Connection:
 class Server:
     """The epoll loop: accept, read what is ready, answer it all, audit it all, repeat."""
 
-    def __init__(self, listener: _socket.socket, config: Config, lookup: Lookups) -> None:
+    def __init__(self, listener: _socket.socket, configured: service.Configured) -> None:
         self.listener = listener
-        self.policy = config.policy
-        self.lookup = lookup
+        self.configured = configured
+        self.policy = configured.config.policy
+        """The answers and limits of the file as last read; the idle timeout is the start's."""
+        self.lookup = configured.lookup
         self.poller = select.epoll()
         self.poller.register(listener.fileno(), select.EPOLLIN)
         self.connections: dict[int, Connection] = {}
@@ -169,6 +170,8 @@ class Server:
         Redis answers while we parse; the parsed requests decide.
         """
         chunks = self._read(ready)
+        if self.configured.refresh():  # the file changed: every answer from now follows it
+            self.policy, self.lookup = self.configured.config.policy, self.configured.lookup
         service.prefetch(self.lookup, [chunk for _, chunk in chunks])
         batch: list[tuple[Connection, list[Request], LimitExceeded | None]] = []
         for connection, chunk in chunks:

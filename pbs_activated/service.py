@@ -17,6 +17,8 @@ whole round's addresses at once.
 
 from __future__ import annotations
 
+import os
+
 from pbs_activated import addresses, audit
 from pbs_activated.config import Config, ConfigError, load
 from pbs_activated.decision import decide
@@ -31,6 +33,48 @@ if TYPE_CHECKING:
     from pbs_activated.decision import Decision
     from pbs_activated.lookup import Lookups
     from pbs_activated.protocol import Request
+
+
+class Configured:
+    """The configuration and a lookup on its store, read again whenever the file changes.
+
+    Postfix keeps a policy connection for up to `smtpd_policy_service_max_ttl`
+    (1000 s), and the server lives as long as connections keep coming: a
+    handler that kept the file it started with would keep answering from a
+    broken file after it was mended (or from the old store after a move).
+    So before every chunk the file's stat is compared with the one taken
+    before it was last read (inode, size, change times: what the parse cache
+    keys on too), and a change means a new read and a new lookup. The stat
+    is taken before the read, so an edit racing it is read at the next chunk.
+    What the file does not name (a rotated secret file) is read at the next
+    connection.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp = _stamp(path)
+        self.config, self.lookup = config_and_lookup(path)
+
+    def refresh(self) -> bool:
+        """Read the file again if it changed since it was read; True if it did."""
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        self.lookup.close()
+        self.config, self.lookup = config_and_lookup(self.path)
+        return True
+
+    def close(self) -> None:
+        self.lookup.close()
+
+
+def _stamp(path: str) -> tuple[int, ...] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # missing (every default) or unreadable (broken): either way, as read
+    return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def config_and_lookup(config_path: str) -> tuple[Config, Lookups]:
