@@ -55,7 +55,8 @@ from journalfiles import (  # noqa: E402
     entry,
     write_journal,
 )
-from servers import PYTHON, AuditSink, Redis  # noqa: E402
+from servers import PYTHON, AuditSink, start_redis  # noqa: E402
+from support import RedisServer  # noqa: E402
 
 OTHER_MESSAGES = (
     "pop3(alice)<4242><OCo+DgxhTcnAAAIK>: Disconnected: Logged out top=0/0, retr=0/0, "
@@ -109,10 +110,10 @@ print(count, time.perf_counter() - start)
 """
 
 
-def config_file(directory: Path, redis: Redis, ignore_bench_network: bool = False) -> Path:
+def config_file(directory: Path, redis: RedisServer, ignore_bench_network: bool = False) -> Path:
     """The reader's config; optionally ignoring the logins' network, so nothing is written."""
     path = directory / ("pbs-no-writes.toml" if ignore_bench_network else "pbs-activated.toml")
-    text = f'[redis]\nurl = "{redis.url}"\n'
+    text = f'[redis]\nurl = "{redis.tcp_url}"\n'
     if ignore_bench_network:
         text += '[authorization]\nignore = ["198.18.0.0/15"]\n'
     path.write_text(text)
@@ -156,7 +157,7 @@ class Reader:
         self.notify.close()
 
 
-def throughput(directory: Path, redis: Redis, audit: AuditSink, entries: int,
+def throughput(directory: Path, redis: RedisServer, audit: AuditSink, entries: int,
                logins_every: int, rounds: int) -> dict[str, float]:
     journal = directory / "catch-up"
     records = catch_up_records(entries, logins_every)
@@ -203,12 +204,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def latency_block(writer: JournalWriter, redis: Redis, prefix: str, first: int,
+def latency_block(writer: JournalWriter, redis: RedisServer, prefix: str, first: int,
                   samples: int) -> list[float]:
     """Append `samples` single logins; time each until Redis announces its key."""
     import redis as redis_py
 
-    client = redis_py.Redis.from_url(redis.url)
+    client = redis_py.Redis.from_url(redis.tcp_url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe(f"__keyspace@0__:{prefix}*")
     times = []
@@ -231,7 +232,9 @@ def latency_block(writer: JournalWriter, redis: Redis, prefix: str, first: int,
     return times
 
 
-def latency(directory: Path, redis: Redis, audit: AuditSink, samples: int) -> dict[str, float]:
+def latency(
+    directory: Path, redis: RedisServer, audit: AuditSink, samples: int
+) -> dict[str, float]:
     journal = directory / "live"
     write_journal(journal / "system.journal", [entry("dovecot: master: starting up")])
     writer = JournalWriter(journal / "system.journal")
@@ -244,7 +247,7 @@ def latency(directory: Path, redis: Redis, audit: AuditSink, samples: int) -> di
         if round_ % 2 == 0:
             sink = NotifySink(Path(tempfile.mkdtemp(prefix="n-", dir="/tmp")) / "notify")
             process = subprocess.Popen(
-                [PYTHON, str(BENCH / "journal_floor.py"), str(journal), redis.url],
+                [PYTHON, str(BENCH / "journal_floor.py"), str(journal), redis.tcp_url],
                 env=dict(os.environ, NOTIFY_SOCKET=str(sink.path)),
             )
             try:
@@ -271,7 +274,7 @@ def latency(directory: Path, redis: Redis, audit: AuditSink, samples: int) -> di
     writer.close()
     round_trips = []
     for _ in range(50):
-        round_trips.append(timed(["redis-cli", "-u", redis.url, "SET", "pbs:rtt", "1"],
+        round_trips.append(timed(["redis-cli", "-u", redis.tcp_url, "SET", "pbs:rtt", "1"],
                                  stdout=subprocess.DEVNULL))
     return {
         "samples_each": len(results["reader"]),
@@ -295,7 +298,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pbs-jbench-") as name:
         directory = Path(name)
         (directory / "redis").mkdir()
-        redis = Redis(directory / "redis")
+        redis = start_redis(directory / "redis")
         audit = AuditSink(directory / "audit.sock")
         try:
             rates = throughput(directory, redis, audit, arguments.entries,

@@ -24,46 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cpu import CpuMeter
+from support import encode_request
 
 ANSWER_TIMEOUT = 30.0
-
-REQUEST_ATTRIBUTES = (
-    ("request", "smtpd_access_policy"),
-    ("protocol_state", "RCPT"),
-    ("protocol_name", "ESMTP"),
-    ("client_address", "192.0.2.10"),
-    ("client_name", "client.example.test"),
-    ("reverse_client_name", "client.example.test"),
-    ("helo_name", "client.example.test"),
-    ("sender", "alice@example.test"),
-    ("recipient", "someone@remote.test"),
-    ("recipient_count", "0"),
-    ("queue_id", ""),
-    ("instance", "1a2b.5f3c4d5e.1"),
-    ("size", "0"),
-    ("etrn_domain", ""),
-    ("stress", ""),
-    ("sasl_method", ""),
-    ("sasl_username", ""),
-    ("sasl_sender", ""),
-    ("ccert_subject", ""),
-    ("ccert_issuer", ""),
-    ("ccert_fingerprint", ""),
-    ("encryption_protocol", "TLSv1.3"),
-    ("encryption_cipher", "TLS_AES_256_GCM_SHA384"),
-    ("encryption_keysize", "256"),
-    ("policy_context", ""),
-    ("server_address", "192.0.2.1"),
-    ("server_port", "25"),
-)
-"""What Postfix 3.7 sends at RCPT (SMTPD_POLICY_README), from the bench's granted address."""
-
-
-def encode_request(**overrides: str) -> bytes:
-    """Encode one request as Postfix does; `overrides` replace attribute values."""
-    attributes = dict(REQUEST_ATTRIBUTES, **overrides)
-    return "".join(f"{name}={value}\n" for name, value in attributes.items()).encode() + b"\n"
-
 
 REQUEST = encode_request()
 

@@ -43,15 +43,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cpu import CpuMeter
-from load import (
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # support.py
+
+from cpu import CpuMeter  # noqa: E402
+from load import (  # noqa: E402
     first_answer_times,
     held_connections,
     median_ms,
     steady,
     storm,
 )
-from servers import (
+from servers import (  # noqa: E402
     BENCH,
     GRANTED_ADDRESS,
     PYTHON,
@@ -59,10 +61,10 @@ from servers import (
     SERVER_UNIT,
     ActivatedService,
     AuditSink,
-    Redis,
     SeedServer,
     rss_kib,
     shipped_handler_command,
+    start_redis,
 )
 
 FLOOR_ANSWER = b"action=DUNNO\n\n"
@@ -80,6 +82,11 @@ if __name__ == '__main__':
 """
 """What pip and pybuild generate as /usr/bin/pbs-activated (console_scripts), for comparison."""
 
+DASH_C = (
+    "import sys; sys.path.append({repo!r}); from pbs_activated.cli import main; sys.exit(main())"
+)
+"""The units' ExecStart= before the launcher: `python3 -I -S -c DASH_C policy`."""
+
 IMPORT_AS_DASH_M = (
     "import sys; sys.path.append({repo!r}); import runpy; "
     "runpy.run_module('pbs_activated', run_name='__main__', alter_sys=True)"
@@ -92,7 +99,7 @@ class Bench:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.redis = Redis(self._make("redis"))
+        self.redis = start_redis(self._make("redis"))
         from pbs_activated.store import client_key
 
         self.redis.command("SET", client_key(GRANTED_ADDRESS), "alice")
@@ -100,16 +107,18 @@ class Bench:
         self.sink = AuditSink(directory / "journal.sock")
         self.config = directory / "pbs-activated.toml"
         self.config.write_text(
-            f'[redis]\nurl = "{self.redis.unix_url}"\ncredentials = "component"\n'
+            f'[redis]\nurl = "{self.redis.url}"\ncredentials = "component"\n'
         )
         self.tcp_config = directory / "tcp.toml"
-        self.tcp_config.write_text(f'[redis]\nurl = "{self.redis.url}"\n')
+        self.tcp_config.write_text(f'[redis]\nurl = "{self.redis.tcp_url}"\n')
         self.environment = {
             "PBS_ACTIVATED_CONFIG": str(self.config),
             "PBS_ACTIVATED_JOURNAL_SOCKET": str(self.sink.path),
             "CACHE_DIRECTORY": str(self._make("cache")),
             **self._policy_user(),
         }
+        self.launchers = self._make("launchers")
+        """Where the units' launcher is copied, pointed at this checkout."""
         self.services: list[ActivatedService] = []
         self.seed: SeedServer | None = None
 
@@ -153,10 +162,16 @@ class Bench:
     ) -> ActivatedService:
         """Our handler; `changes` override the environment (an empty value removes it)."""
         environment = {k: v for k, v in dict(self.environment, **changes).items() if v}
-        return self.activated(name, command or shipped_handler_command(), accept, **environment)
+        command = command or shipped_handler_command(self.launchers)
+        return self.activated(name, command, accept, **environment)
+
+    def server(self, name: str = "server") -> ActivatedService:
+        """The Accept=no server, as pbs-policy-server.service starts it."""
+        return self.ours(name, shipped_handler_command(self.launchers, SERVER_UNIT), accept=False)
 
     def cpu_meter(self, service_pids: Callable[[], list[int]]) -> CpuMeter:
         """A meter of a service's processes with Redis, the audit sink and this load client."""
+        assert self.redis.process is not None
         redis, sink = self.redis.process.pid, self.sink.process.pid
         return CpuMeter(
             lambda: {
@@ -228,11 +243,15 @@ def handler_rss_kib(service: ActivatedService, expected: bytes, count: int) -> f
     return statistics.median(sizes)
 
 
-def handler_import_ms() -> float:
-    """Milliseconds the shipped command spends importing (python3 -X importtime), stdin empty."""
-    command = shipped_handler_command()
+def handler_import_ms(bench: Bench) -> float:
+    """Milliseconds the shipped command spends importing (python3 -X importtime), stdin empty.
+
+    The launcher's own #! line, with -X importtime added (-I ignores PYTHONPROFILEIMPORTTIME).
+    """
+    launcher, *arguments = shipped_handler_command(bench.launchers)
+    interpreter = Path(launcher).read_text().splitlines()[0].removeprefix("#!").split()
     result = subprocess.run(
-        [command[0], "-X", "importtime", *command[1:]],
+        [*interpreter, "-X", "importtime", launcher, *arguments],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
         env={"PBS_ACTIVATED_JOURNAL_SOCKET": "/nonexistent", "PATH": "/usr/bin:/bin"},
     )
@@ -321,7 +340,7 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         "ceiling", [PYTHON, "-I", "-S", str(BENCH / "floor_lookup.py"), str(bench.redis.port)],
         PBS_ACTIVATED_JOURNAL_SOCKET=str(bench.sink.path),
     )
-    server = bench.ours("server", shipped_handler_command(SERVER_UNIT), accept=False)
+    server = bench.server()
     server_start = first_answer_times(server.path, OUR_ANSWER, 1)[0]  # its first start
     rates, round_ratios, server_rates, server_ratios = {}, {}, {}, {}
     cpu_rows = []
@@ -394,7 +413,8 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         f"  Accept=no server: its start, connect -> first answer {server_start * 1000:.1f} ms;",
         f"    RSS holding 16 connections {server_rss / 1024:.1f} MiB "
         f"(16 handlers: {16 * our_rss / 1024:.1f} MiB)",
-        f"  our handler's imports (-X importtime, top level summed): {handler_import_ms():.1f} ms",
+        f"  our handler's imports (-X importtime, top level summed): "
+        f"{handler_import_ms(bench):.1f} ms",
         "",
         "CPU per request, us (user + system over every round), of each process it passes:",
         "the service, Redis, the audit socket's reader (journald's stand-in) and the load",
@@ -426,8 +446,9 @@ def variants(bench: Bench, count: int) -> list[str]:
     """connect -> first answer of other ways to start the same handler, against the floor.
 
     What the unit's ExecStart= was chosen from: the console script pip and
-    pybuild generate, `python3 -I -m`, and the shipped command without a cache
-    directory (so the config's TOML is parsed on every start). The TCP row
+    pybuild generate, `python3 -I -m`, the `-c` line the units had before the
+    launcher, and the shipped command without a cache directory (so the
+    config's TOML is parsed on every start). The TCP row
     is 0.1.0's transport: loopback TCP to an open Redis, no login.
     """
     print(f"bench: start-up variants, {count} connections each ...", file=sys.stderr, flush=True)
@@ -445,6 +466,9 @@ def variants(bench: Bench, count: int) -> list[str]:
         ("shipped ExecStart=, config cache, loopback TCP, no login",
          bench.ours("v-tcp", PBS_ACTIVATED_CONFIG=str(bench.tcp_config),
                     CACHE_DIRECTORY=str(tcp_cache), PBS_ACTIVATED_STORE_USER=""), OUR_ANSWER),
+        ("former ExecStart=: python3 -I -S -c, config cache",
+         bench.ours("v-dash-c", [PYTHON, "-I", "-S", "-c", DASH_C.format(repo=str(REPO)),
+                                 "policy"]), OUR_ANSWER),
         ("python3 -I -m pbs_activated (site, runpy)",
          bench.ours("v-dash-m", [PYTHON, "-I", "-c", dash_m, "policy"]), OUR_ANSWER),
         ("console script /usr/bin/pbs-activated (site, re)",

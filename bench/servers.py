@@ -1,9 +1,10 @@
 """The servers the bench compares, each started in a private directory.
 
-- `Redis`: one redis-server on a free 127.0.0.1 port, shared by everything.
+- `start_redis`: one redis-server (tests/support.py's) on a free 127.0.0.1 port
+  and a unix socket, shared by everything.
 - `ActivatedService`: systemd-socket-activate --accept --inetd on a unix socket,
   spawning one process per connection: our handler, exactly as the unit's
-  ExecStart= runs it, or the floor.
+  ExecStart= runs it (support.unit_command), or the floor.
 - `SeedServer`: the 2010 article's node.js server, extracted from the article at
   run time and run with npm's redis@3 in a temporary folder (never committed).
 - `AuditSink`: a datagram socket standing in for journald, counting entries.
@@ -15,34 +16,30 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from cpu import stat_fields
+from support import (
+    PYTHON,
+    REPO,
+    RedisServer,
+    alive,
+    children,
+    free_port,
+    unit_command,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-PYTHON = "/usr/bin/python3"
 SEED_ARTICLE = REPO.parent / "shared" / "seed" / "000_042ba18a9c622335.txt"
-UNIT = REPO / "units" / "pbs-policy@.service"
-SERVER_UNIT = REPO / "units" / "pbs-policy-server.service"
-INSTALLED_PACKAGES = "/usr/lib/python3/dist-packages"
+UNIT = "pbs-policy@.service"
+SERVER_UNIT = "pbs-policy-server.service"
 
 GRANTED_ADDRESS = "192.0.2.10"
 """The client address every bench request comes from; granted in Redis for both servers."""
 
 STARTUP_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(condition, what: str, process: subprocess.Popen[bytes] | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -67,12 +64,6 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def is_alive(pid: int) -> bool:
-    """Tell whether a process exists and is not a zombie waiting to be reaped."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
 def stop_process(process: subprocess.Popen[bytes], group: bool = True) -> None:
     """Stop a process we started (its whole session when `group`) and reap it."""
     if process.poll() is None:
@@ -87,49 +78,11 @@ def stop_process(process: subprocess.Popen[bytes], group: bool = True) -> None:
             process.wait()
 
 
-class Redis:
-    """A private redis-server on 127.0.0.1 and a unix socket, no persistence."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.socket_path = directory / "redis.sock"
-        self.process = subprocess.Popen(
-            [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--dir", str(directory),
-                "--logfile", str(directory / "redis.log"), "--maxclients", "10000",
-            ],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for(self._answers, "redis-server", self.process)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def unix_url(self) -> str:
-        return f"unix://{self.socket_path}"
-
-    def command(self, *arguments: str) -> str:
-        """Run one command through redis-cli and return its output."""
-        result = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *arguments],
-            capture_output=True, text=True, timeout=10, check=True,
-        )
-        return result.stdout.strip()
-
-    def _answers(self) -> bool:
-        try:
-            return self.command("PING") == "PONG"
-        except subprocess.CalledProcessError:
-            return False
-
-    def stop(self) -> None:
-        stop_process(self.process)
+def start_redis(directory: Path) -> RedisServer:
+    """A redis-server on a free loopback port and its unix socket, no persistence."""
+    server = RedisServer(directory, port=free_port(), arguments=("--maxclients", "10000"))
+    server.start()
+    return server
 
 
 class AuditSink:
@@ -158,22 +111,14 @@ class AuditSink:
         return int(output or 0)
 
 
-def shipped_handler_command(unit: Path = UNIT) -> list[str]:
-    """Return the unit's ExecStart=, pointed at this checkout instead of the installed package.
+def shipped_handler_command(directory: Path, unit: str = UNIT) -> list[str]:
+    """The unit's ExecStart=, pointed at this checkout (its launcher copied into `directory`).
 
     The bench measures what ships: if the unit's command line changes, so does
-    the bench, and a command it cannot point at the checkout is an error here
-    rather than a silent measurement of something else.
+    the bench, and a command that cannot be pointed at the checkout is an error
+    (support.unit_command) rather than a silent measurement of something else.
     """
-    for line in unit.read_text().splitlines():
-        if line.startswith("ExecStart="):
-            arguments = shlex.split(line.removeprefix("ExecStart="))
-            break
-    else:
-        raise RuntimeError(f"{unit}: no ExecStart=")
-    if not any(INSTALLED_PACKAGES in argument for argument in arguments):
-        raise RuntimeError(f"{unit}: ExecStart= does not name {INSTALLED_PACKAGES}: {arguments}")
-    return [argument.replace(INSTALLED_PACKAGES, str(REPO)) for argument in arguments]
+    return unit_command(unit, directory)
 
 
 class ActivatedService:
@@ -203,14 +148,10 @@ class ActivatedService:
 
     def handler_pids(self) -> list[int]:
         """The handler processes now running under the listener (zombies included)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except FileNotFoundError:
-            return []
+        return children(self.process.pid)
 
     def live_handlers(self) -> list[int]:
-        return [pid for pid in self.handler_pids() if is_alive(pid)]
+        return [pid for pid in self.handler_pids() if alive(pid)]
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until no handler runs any more; False if some still do after `timeout`."""

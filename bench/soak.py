@@ -31,8 +31,11 @@ import threading
 import time
 from pathlib import Path
 
-from load import Connection, WrongAnswer, encode_request
-from servers import GRANTED_ADDRESS, REPO, SERVER_UNIT, rss_kib, shipped_handler_command
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # support.py
+
+from load import Connection, WrongAnswer  # noqa: E402
+from servers import GRANTED_ADDRESS, REPO, rss_kib  # noqa: E402
+from support import encode_request  # noqa: E402
 
 CONNECTIONS = 100
 DURATION = 60.0
@@ -101,7 +104,7 @@ def main() -> int:
         bench = Bench(Path(temporary))
         try:
             if options.server:
-                ours = bench.ours("server", shipped_handler_command(SERVER_UNIT), accept=False)
+                ours = bench.server()
                 descriptors = server_descriptors(ours, after_one_session=True)
             else:
                 ours = bench.ours()

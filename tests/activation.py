@@ -1,7 +1,8 @@
-"""The handler as production runs it: one process per connection, started by
-`systemd-socket-activate --accept --inetd` (systemd's own tool, the same accept
-logic as a socket unit with Accept=yes); and the policy server, started by
-`systemd-socket-activate` without --accept, as a socket unit with Accept=no."""
+"""The handler as production runs it: its unit's ExecStart= (support.unit_command),
+one process per connection, started by `systemd-socket-activate --accept --inetd`
+(systemd's own tool, the same accept logic as a socket unit with Accept=yes); and
+the policy server, its unit's ExecStart= started by `systemd-socket-activate`
+without --accept, as a socket unit with Accept=no."""
 
 from __future__ import annotations
 
@@ -12,26 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support import PYTHON, REPO
-
-REQUEST_DEFAULTS = {
-    "request": "smtpd_access_policy",
-    "protocol_state": "RCPT",
-    "protocol_name": "ESMTP",
-    "client_address": "192.0.2.10",
-    "client_name": "client.example.test",
-    "helo_name": "client.example.test",
-    "sender": "alice@example.test",
-    "recipient": "someone@remote.test",
-    "queue_id": "",
-    "instance": "1a2b.5f3c4d5e.1",
-}
-
-
-def encode_request(**attributes: str) -> bytes:
-    """Encode a request as Postfix does: the defaults above, overridden by `attributes`."""
-    merged = dict(REQUEST_DEFAULTS, **attributes)
-    return "".join(f"{name}={value}\n" for name, value in merged.items()).encode() + b"\n"
+from support import alive, children, encode_request, unit_command
 
 
 class PolicyClient:
@@ -95,12 +77,13 @@ class PolicyService:
         directory: Path,
         config: Path,
         audit_socket: Path | None = None,
-        command: list[str] | None = None,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
+        """`wrapper`: a command the unit's command runs under (`env NAME=VALUE`, a netns)."""
         self.path = directory / "policy.sock"
         arguments = ["systemd-socket-activate", "--accept", "--inetd", "-l", str(self.path)]
         arguments += _environment_options(config, audit_socket)
-        arguments += command or [PYTHON, "-m", "pbs_activated", "policy"]
+        arguments += [*wrapper, *unit_command("pbs-policy@.service", directory)]
         self.process = subprocess.Popen(arguments, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10
         while not self.path.exists():
@@ -113,17 +96,13 @@ class PolicyService:
 
     def handler_pids(self) -> list[int]:
         """PIDs of the handler processes currently running under the listener."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except FileNotFoundError:
-            return []
+        return children(self.process.pid)
 
     def wait_for_no_handlers(self, timeout: float = 5) -> bool:
         """Wait until every handler has exited (and been reaped by the listener)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = [pid for pid in self.handler_pids() if _alive(pid)]
+            pids = [pid for pid in self.handler_pids() if alive(pid)]
             if not pids:
                 return True
             time.sleep(0.02)
@@ -170,7 +149,7 @@ class ServerService:
         self.stderr_path = directory / "policy-server.stderr"
         arguments = ["systemd-socket-activate", *(["--accept"] if accept else []), "-l"]
         arguments += [str(self.path), *_environment_options(config, audit_socket)]
-        arguments += [PYTHON, "-m", "pbs_activated", "policy-server"]
+        arguments += unit_command("pbs-policy-server.service", directory)
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(arguments, stderr=stderr, start_new_session=True)
         deadline = time.monotonic() + 10
@@ -190,7 +169,7 @@ class ServerService:
     def serving(self) -> bool:
         """Tell whether the listener has become the server (exec'd Python) and still runs."""
         try:
-            return "python" in os.readlink(f"/proc/{self.pid}/exe") and _alive(self.pid)
+            return "python" in os.readlink(f"/proc/{self.pid}/exe") and alive(self.pid)
         except FileNotFoundError:
             return False
 
@@ -219,11 +198,7 @@ class ServerService:
 
     def children(self) -> list[int]:
         """PIDs of processes the server started (it should start none)."""
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except FileNotFoundError:
-            return []
+        return children(self.pid)
 
     def wait_for_exit(self, timeout: float) -> int | None:
         """Wait for the server (or the listener) to exit; its status, or None if it runs on."""
@@ -249,19 +224,11 @@ class ServerService:
 
 
 def _environment_options(config: Path, audit_socket: Path | None) -> list[str]:
-    """systemd-socket-activate's `-E` options: our config, this checkout, the audit sink."""
-    environment = [f"PBS_ACTIVATED_CONFIG={config}", f"PYTHONPATH={REPO}"]
+    """systemd-socket-activate's `-E` options: our config and the audit sink."""
+    environment = [f"PBS_ACTIVATED_CONFIG={config}"]
     if audit_socket is not None:
         environment.append(f"PBS_ACTIVATED_JOURNAL_SOCKET={audit_socket}")
     options = []
     for variable in environment:
         options += ["-E", variable]
     return options
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import secrets
 import signal
@@ -26,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from support import REPO, run_cli
+from support import REPO, free_port, run_cli
 
 from pbs_activated import acl, defaults
 
@@ -56,32 +55,6 @@ SLOW_MACHINE_WAIT = 60.0
 Everything here takes well under a second on an idle machine; the margin is
 for a CI host busy with other tests, and costs a passing run nothing.
 """
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
-
-    Drawn below the kernel's ephemeral range, which outgoing connections take
-    their ports from, so that no connection made between this probe and the
-    server's start can occupy it; and never the same port twice in one run, so
-    that two servers are never told the same one.
-    """
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
-        ephemeral_low = int(ports.read().split()[0])
-    while True:
-        port = random.randrange(10000, ephemeral_low)
-        if port in _handed_out:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
 
 
 class Tls:

@@ -1,13 +1,16 @@
-"""Test support shared by every test: a real redis-server, the audit sink, the CLI.
+"""Support shared by every test and by the bench (bench/ puts tests/ on sys.path):
+a real redis-server, the audit sink, Postfix's requests, the units' commands, the CLI.
 
 No mocks: Redis is Debian's redis-server on a unix socket in a temp dir, the handler
-runs under systemd-socket-activate, and audit entries arrive on a real datagram
-socket in journald's native format.
+runs under systemd-socket-activate as its unit's ExecStart= runs it, and audit
+entries arrive on a real datagram socket in journald's native format.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import shlex
 import socket
 import subprocess
 import threading
@@ -22,6 +25,127 @@ PYTHON = "/usr/bin/python3"
 REDIS_PY_ENVIRONMENT = "PBS_TEST_REDIS_PY"
 """Run the CLI and the reader with this python3-redis instead of Debian's here: a
 version, or `other` for the other Debian release's (tests/redispy.py)."""
+
+
+INSTALLED_PACKAGES = "/usr/lib/python3/dist-packages"
+"""Where Debian's python3 packages, ours included, are installed."""
+
+LAUNCHER = "/usr/libexec/pbs-activated/policy"
+"""The policy units' launcher as installed (pbs-activated.install)..."""
+LAUNCHER_SOURCE = REPO / "packaging/policy/policy"
+"""... and in this checkout."""
+
+POSTFIX_RCPT_REQUEST = (
+    ("request", "smtpd_access_policy"),
+    ("protocol_state", "RCPT"),
+    ("protocol_name", "ESMTP"),
+    ("client_address", "192.0.2.10"),
+    ("client_name", "client.example.test"),
+    ("reverse_client_name", "client.example.test"),
+    ("helo_name", "client.example.test"),
+    ("sender", "alice@example.test"),
+    ("recipient", "someone@remote.test"),
+    ("recipient_count", "0"),
+    ("queue_id", ""),
+    ("instance", "1a2b.5f3c4d5e.1"),
+    ("size", "0"),
+    ("etrn_domain", ""),
+    ("stress", ""),
+    ("sasl_method", ""),
+    ("sasl_username", ""),
+    ("sasl_sender", ""),
+    ("ccert_subject", ""),
+    ("ccert_issuer", ""),
+    ("ccert_fingerprint", ""),
+    ("encryption_protocol", "TLSv1.3"),
+    ("encryption_cipher", "TLS_AES_256_GCM_SHA384"),
+    ("encryption_keysize", "256"),
+    ("policy_context", ""),
+    ("server_address", "192.0.2.1"),
+    ("server_port", "25"),
+)
+"""What Postfix 3.7 sends at RCPT (SMTPD_POLICY_README), in its order, from 192.0.2.10."""
+
+
+def encode_request(**attributes: str) -> bytes:
+    """Encode a request as Postfix does: POSTFIX_RCPT_REQUEST, values replaced by `attributes`
+    (in place; a name it lacks is added at the end)."""
+    merged = dict(POSTFIX_RCPT_REQUEST, **attributes)
+    return "".join(f"{name}={value}\n" for name, value in merged.items()).encode() + b"\n"
+
+
+def unit_command(unit: str, directory: Path) -> list[str]:
+    """A policy unit's ExecStart=, run from this checkout as systemd runs the installed one.
+
+    The unit starts LAUNCHER, which appends INSTALLED_PACKAGES to sys.path under
+    `python3 -IS` (-I ignores PYTHONPATH): its copy in `directory` appends this
+    checkout instead and runs through its own #! line, with the unit's arguments.
+    If the unit's command changes, so does every run of it here; one that cannot
+    be pointed at the checkout is an error, never a silent run of something else.
+    """
+    for line in (REPO / "units" / unit).read_text().splitlines():
+        if line.startswith("ExecStart="):
+            arguments = shlex.split(line.removeprefix("ExecStart="))
+            break
+    else:
+        raise RuntimeError(f"{unit}: no ExecStart=")
+    source = LAUNCHER_SOURCE.read_text()
+    if arguments[0] != LAUNCHER or source.count(INSTALLED_PACKAGES) != 1:
+        raise RuntimeError(f"{unit}: ExecStart= is not {LAUNCHER} adding {INSTALLED_PACKAGES}")
+    launcher = directory / Path(LAUNCHER).name
+    text = source.replace(INSTALLED_PACKAGES, str(REPO))
+    if not launcher.exists() or launcher.read_text() != text:
+        # Renamed into place: a handler starting from an earlier copy reads it whole.
+        written = launcher.with_name(launcher.name + ".new")
+        written.write_text(text)
+        written.chmod(0o755)
+        written.replace(launcher)
+    return [str(launcher), *arguments[1:]]
+
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Drawn below the kernel's ephemeral range, which outgoing connections take
+    their ports from, so that no connection made between this probe and the
+    server's start can occupy it; and never the same port twice in one run, so
+    that two servers are never told the same one.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        ephemeral_low = int(ports.read().split()[0])
+    while True:
+        port = random.randrange(10000, ephemeral_low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of a process's children (zombies included); none once it is gone."""
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def component_python() -> str:
@@ -57,6 +181,22 @@ class RedisServer:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    @property
+    def tcp_url(self) -> str:
+        """The loopback port's URL (a server started with `port`)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *arguments: str) -> str:
+        """Run one command through redis-cli on the unix socket; return its output."""
+        result = subprocess.run(
+            ["redis-cli", "-s", str(self.socket_path), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return result.stdout.strip()
+
     def start(self) -> None:
         """Start (or restart) the server on the same socket; wait until it answers."""
         self.process = subprocess.Popen(
@@ -83,16 +223,27 @@ class RedisServer:
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except Exception as error:
-                if "Authentication required" in str(error):  # up, and closed by ACL
-                    return
-                time.sleep(0.02)
+            if self._answers_ping():
+                return
+            time.sleep(0.02)
         raise RuntimeError(
             "redis-server did not start: " + (self.directory / "redis.log").read_text()
         )
+
+    def _answers_ping(self) -> bool:
+        """PONG, or NOAUTH from a server closed by ACL users: up either way.
+
+        In RESP over the socket, not redis-py, which the bench does not install.
+        """
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1)
+                probe.connect(str(self.socket_path))
+                probe.sendall(b"PING\r\n")
+                reply = probe.recv(256)
+        except OSError:
+            return False
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self) -> None:
         """Stop the server abruptly, as a crash would (the socket file is removed)."""

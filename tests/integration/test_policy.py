@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from activation import PolicyService, encode_request
-from support import AuditSink, RedisServer, run_cli, write_config
+from activation import PolicyService
+from support import AuditSink, RedisServer, encode_request, run_cli, write_config
 
 
 def grant(config: Path, address: str, *options: str) -> None:

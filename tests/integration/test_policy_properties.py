@@ -8,10 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from activation import PolicyService, encode_request
+from activation import PolicyService
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import AuditSink, RedisServer, run_cli
+from support import AuditSink, RedisServer, encode_request, run_cli
 
 GRANTED_REQUEST = encode_request(client_address="192.0.2.10")
 pieces = st.one_of(

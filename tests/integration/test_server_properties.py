@@ -9,10 +9,10 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from activation import ServerService, encode_request
+from activation import ServerService
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import AuditSink, RedisServer, run_cli
+from support import AuditSink, RedisServer, encode_request, run_cli
 
 from pbs_activated.config import PolicySettings
 from pbs_activated.decision import decide

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from debpackage import ALIASED_UNIT_DIRECTORY, UNIT_DIRECTORY, run
 from releasetools import SHARED, Tools
-from support import PYTHON, REPO
+from support import LAUNCHER, LAUNCHER_SOURCE, REPO
 
 MAXIMUM_EXPOSURE = 2.0
 """The issue's bound: the handler needs little more than its socket and Redis."""
@@ -90,8 +90,8 @@ def seconds(timespan: str) -> float:
 def make_verify_root(unpacked: Path, tools: Tools, root: Path) -> Path:
     """The package's files, plus what its Depends and systemd put on a real system of
     the release: the merged /usr's /lib, /bin and /sbin, systemd's units (sysinit.target
-    and friends) and programs (systemd-socket-proxyd), and python3 (a unit may start
-    the interpreter directly, skipping the console script)."""
+    and friends) and programs (systemd-socket-proxyd). No unit starts python3 itself:
+    verify checks the command a unit names, not its #! line."""
     shutil.copytree(unpacked, root, symlinks=True)
     for alias in ("bin", "sbin", "lib"):
         if not (root / alias).exists():
@@ -103,7 +103,6 @@ def make_verify_root(unpacked: Path, tools: Tools, root: Path) -> Path:
             copied.add(source)
             target = root / source.relative_to(tools.root)
             shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-    shutil.copy2(tools.root / PYTHON.lstrip("/"), root / PYTHON.lstrip("/"))
     return root
 
 
@@ -277,9 +276,31 @@ def test_verify_notices_a_missing_binary(verify_root: Path, tools: Tools, tmp_pa
     root = tmp_path / "root"
     shutil.copytree(verify_root, root, symlinks=True)
     (root / "usr/bin/pbs-activated").unlink()
-    (root / PYTHON.lstrip("/")).unlink()
-    status, complaints = verify(tools, root, "pbs-journal.service", "pbs-policy@0.service")
-    assert status != 0 and any("is not executable" in line for line in complaints), complaints
+    (root / LAUNCHER.lstrip("/")).unlink()
+    for unit in ("pbs-journal.service", "pbs-policy@0.service", "pbs-policy-server.service"):
+        status, complaints = verify(tools, root, unit)
+        assert status != 0 and any("is not executable" in line for line in complaints), complaints
+
+
+@pytest.mark.parametrize(
+    ("unit", "subcommand"),
+    [("pbs-policy@.service", "policy"), ("pbs-policy-server.service", "policy-server")],
+)
+def test_each_policy_unit_starts_its_subcommand_through_the_launcher(
+    unit: str, subcommand: str
+) -> None:
+    assert settings(REPO / "units" / unit)["ExecStart"] == f"{LAUNCHER} {subcommand}"
+
+
+def test_the_launcher_ships_executable_and_unchanged_with_its_interpreter_options(
+    unpacked: Path,
+) -> None:
+    """`python3 -IS` on its #! line: no site, no PYTHON* variables (docs/performance.md).
+    Unchanged: dh_python3 rewrites some #! lines, and this one must keep its options."""
+    launcher = unpacked / LAUNCHER.lstrip("/")
+    assert launcher.stat().st_mode & 0o777 == 0o755
+    assert launcher.read_bytes() == LAUNCHER_SOURCE.read_bytes()
+    assert launcher.read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
 
 
 def test_tcp_listener_example_verifies_clean(

@@ -7,22 +7,9 @@ what Postfix sends, and that it never raises on anything else.
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import encode_request
 
 from pbs_activated.protocol import RequestParser, rcpt_client_address
-
-POSTFIX_ORDER = ("request", "protocol_state", "protocol_name", "client_address", "client_name")
-
-
-def postfix_request(state: str, address: str) -> bytes:
-    values = {
-        "request": "smtpd_access_policy",
-        "protocol_state": state,
-        "protocol_name": "ESMTP",
-        "client_address": address,
-        "client_name": "client.example.test",
-    }
-    return b"".join(f"{name}={values[name]}\n".encode() for name in POSTFIX_ORDER) + b"\n"
-
 
 addresses = st.one_of(
     st.ip_addresses().map(str),
@@ -36,14 +23,14 @@ addresses = st.one_of(
 @settings(max_examples=300)
 @given(addresses)
 def test_the_guess_is_the_parsed_address_of_a_postfix_rcpt_request(address: str) -> None:
-    chunk = postfix_request("RCPT", address)
+    chunk = encode_request(protocol_state="RCPT", client_address=address)
     (request,) = RequestParser(4096, 65536).feed(chunk)
     assert rcpt_client_address(chunk) == request.get("client_address")
 
 
 def test_no_guess_outside_rcpt_or_before_the_request_ends() -> None:
-    assert rcpt_client_address(postfix_request("MAIL", "192.0.2.10")) is None
-    assert rcpt_client_address(postfix_request("RCPT", "192.0.2.10")[:-1]) is None
+    assert rcpt_client_address(encode_request(protocol_state="MAIL")) is None
+    assert rcpt_client_address(encode_request()[:-1]) is None
     assert rcpt_client_address(b"request=smtpd_access_policy\nprotocol_state=RCPT\n\n") is None
 
 
