@@ -1,8 +1,8 @@
 """Issue 6's "Done when": a master dies mid-stream and no login is lost.
 
 Real processes on loopback: a master, two replicas and three redis-sentinels
-(tests/cluster.py); a writer that does what the journal reader does (store.connect
-through Sentinel, store.authorize, any exception means "send it again"); and two
+(tests/cluster.py); a writer that does what the journal reader does (writer.Writer
+through Sentinel, its authorize, any exception means "send it again"); and two
 handlers under systemd-socket-activate, as two SMTP hosts would run them: one
 reading its local replica over a unix socket, one finding servers through the
 Sentinels. The master gets SIGKILL while logins stream in.
@@ -29,8 +29,9 @@ from cluster import Cluster
 from journalfiles import JournalWriter, ReaderProcess, dovecot_login
 from support import AuditSink, write_config
 
-from pbs_activated import acl, store
+from pbs_activated import acl, keys
 from pbs_activated.config import Config, load
+from pbs_activated.writer import Writer
 
 UNAVAILABLE = "DEFER_IF_REJECT"
 
@@ -65,7 +66,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
-class Writer(threading.Thread):
+class WriterThread(threading.Thread):
     """The journal reader's write path: one login after another, each re-sent until acknowledged."""
 
     def __init__(self, config: Config) -> None:
@@ -74,17 +75,17 @@ class Writer(threading.Thread):
         self.stop = threading.Event()
         self.acknowledged: list[tuple[str, float]] = []  # (address, when), in stream order
         self.failures: list[tuple[float, str]] = []
-        self.expires_ms = store.now_ms() + 600_000
+        self.expires_ms = keys.now_ms() + 600_000
 
     def run(self) -> None:
-        client = store.connect(self.config.redis)
+        client = Writer(self.config.redis)
         index = 0
         while not self.stop.is_set():
             address = login_address(index)
             backoff = 0.05
             while True:
                 try:
-                    store.authorize(client, address, f"user{index}", self.expires_ms)
+                    client.authorize(address, f"user{index}", self.expires_ms)
                     break
                 except Exception as error:  # the reader's rule: not acknowledged, send again
                     self.failures.append((time.monotonic(), f"{type(error).__name__}: {error}"))
@@ -102,7 +103,7 @@ class Querier(threading.Thread):
     """Postfix on an SMTP host: asks the handler about logins all along, on a kept
     connection that is replaced now and then (a new handler process each time)."""
 
-    def __init__(self, service: PolicyService, writer: Writer) -> None:
+    def __init__(self, service: PolicyService, writer: WriterThread) -> None:
         super().__init__(daemon=True)
         self.service = service
         self.writer = writer
@@ -213,7 +214,7 @@ def hosts(cluster: Cluster, tmp_path: Path) -> Iterator[Hosts]:
 
 def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, hosts: Hosts) -> None:
     replica_service, sentinel_service = hosts.replica_handler, hosts.sentinel_handler
-    writer = Writer(hosts.reader_config())
+    writer = WriterThread(hosts.reader_config())
     queriers = [Querier(replica_service, writer), Querier(sentinel_service, writer)]
     old_master = cluster.master()
     try:
@@ -241,7 +242,7 @@ def test_master_killed_mid_stream_loses_no_login(cluster: Cluster, hosts: Hosts)
     for querier in queriers:
         assert querier.error is None, querier.error
     cluster.wait_for_replicas_in_sync()
-    written = {store.client_key(address) for address, _ in writer.acknowledged}
+    written = {keys.client_key(address) for address, _ in writer.acknowledged}
     survivors = [server for server in cluster.servers if server.running]
     lost = {server.name: len(written - server.stored_keys()) for server in survivors}
     gaps = [
@@ -284,9 +285,7 @@ def test_each_handler_defers_only_while_its_own_servers_are_unreachable(
     cluster: Cluster, hosts: Hosts
 ) -> None:
     """Frozen processes (SIGSTOP) are the worst case: connections hang instead of failing."""
-    store.authorize(
-        store.connect(hosts.reader_config().redis), ADDRESS, "alice", store.now_ms() + 600_000
-    )
+    Writer(hosts.reader_config().redis).authorize(ADDRESS, "alice", keys.now_ms() + 600_000)
     cluster.wait_for_replicas_in_sync()
     on_replica = hosts.replica_handler.connect()
     through_sentinels = hosts.sentinel_handler.connect()
@@ -360,7 +359,7 @@ def test_the_journal_reader_loses_no_login_when_the_master_dies(
         stop.set()
         dovecot.join(timeout=10)
         new_master = cluster.master()
-        expected = {store.client_key(address) for address in logged_in}
+        expected = {keys.client_key(address) for address in logged_in}
         deadline = time.monotonic() + 30
         while expected - new_master.stored_keys():
             assert time.monotonic() < deadline, reader.output()

@@ -36,7 +36,7 @@ from cluster import Acl, Server, Tls
 from journalfiles import JournalWriter, dovecot_login
 from support import PYTHON, REPO, AuditSink, write_config
 
-from pbs_activated import acl, store
+from pbs_activated import acl, keys
 
 POP_ADDRESS = "198.51.100.1"
 SMTP_ADDRESS = "198.51.100.2"
@@ -229,7 +229,7 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
         assert wait_for(lambda: postfix.ask(client_address=CLIENT) == "OK"), (
             tmp_path / "reader.log"
         ).read_text()
-        assert replica.client().get(store.client_key(CLIENT)) == "alice"
+        assert replica.client().get(keys.client_key(CLIENT)) == "alice"
 
         # The wire is cut: the SMTP host answers from its replica alone...
         hosts.cut()
@@ -239,7 +239,7 @@ def test_a_login_on_the_pop_host_lets_its_client_relay_through_the_smtp_host(
         # ...the new login waits on the POP host: the master has it, but no replica
         # confirmed it, so the reader has not counted it (no audit entry yet)...
         assert postfix.ask(client_address=SECOND_CLIENT) == "DUNNO"
-        assert master.client().get(store.client_key(SECOND_CLIENT)) == "bob"
+        assert master.client().get(keys.client_key(SECOND_CLIENT)) == "bob"
         assert not logins_audited(sink, "bob")
         # ...and crosses once the wire is back, counted once, as granted.
         hosts.mend()

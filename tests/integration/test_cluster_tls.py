@@ -18,8 +18,10 @@ from activation import PolicyService
 from cluster import Cluster, Server, Tls
 from support import PYTHON, REPO, AuditSink, write_config
 
-from pbs_activated import store
+from pbs_activated import errors, keys
 from pbs_activated.config import RedisSettings, load, parse_redis_url
+from pbs_activated.lookup import Lookup
+from pbs_activated.writer import Writer
 
 PASSWORD = "redis-secret"
 ADDRESS = "192.0.2.10"
@@ -34,7 +36,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 def server(tmp_path: Path, tls: Tls) -> Iterator[Server]:
     server = Server(tmp_path, "tls-redis", PASSWORD, tls)
     server.start()
-    server.client().set(store.client_key(ADDRESS), "alice", ex=600)
+    server.client().set(keys.client_key(ADDRESS), "alice", ex=600)
     try:
         yield server
     finally:
@@ -53,7 +55,7 @@ def tls_settings(url: str, tls: Tls, client_certificate: bool = True) -> RedisSe
 
 
 def lookup_user(settings: RedisSettings, address: str = ADDRESS) -> str | None:
-    lookup = store.Lookup(settings)
+    lookup = Lookup(settings)
     try:
         return lookup.user_for(address)
     finally:
@@ -69,13 +71,13 @@ def test_lookup_reads_over_tls(server: Server, tls: Tls) -> None:
 def test_lookup_refuses_a_server_our_ca_did_not_sign(server: Server, tls: Tls) -> None:
     settings = tls_settings(f"rediss://127.0.0.1:{server.port}", tls)
     settings.tls_ca_file = ""  # the system's CAs do not know the test CA
-    with pytest.raises(store.StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(errors.StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         lookup_user(settings)
 
 
 def test_lookup_refuses_a_certificate_for_another_host(server: Server, tls: Tls) -> None:
     settings = tls_settings(f"rediss://localhost:{server.port}", tls)  # the cert names 127.0.0.1
-    with pytest.raises(store.StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED|match"):
+    with pytest.raises(errors.StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED|match"):
         lookup_user(settings)
 
 
@@ -83,14 +85,14 @@ def test_a_server_requiring_client_certificates_refuses_a_lookup_without(
     server: Server, tls: Tls
 ) -> None:
     settings = tls_settings(f"rediss://127.0.0.1:{server.port}", tls, client_certificate=False)
-    with pytest.raises(store.StoreUnavailable, match="CERTIFICATE_REQUIRED|EOF occurred"):
+    with pytest.raises(errors.StoreUnavailable, match="CERTIFICATE_REQUIRED|EOF occurred"):
         lookup_user(settings)
 
 
 def test_the_writers_authorize_over_tls(server: Server, tls: Tls) -> None:
-    client = store.connect(tls_settings(f"rediss://127.0.0.1:{server.port}", tls))
-    assert store.authorize(client, "192.0.2.20", "bob", store.now_ms() + 60_000) is True
-    assert server.client().get(store.client_key("192.0.2.20")) == "bob"
+    client = Writer(tls_settings(f"rediss://127.0.0.1:{server.port}", tls))
+    assert client.authorize("192.0.2.20", "bob", keys.now_ms() + 60_000) is True
+    assert server.client().get(keys.client_key("192.0.2.20")) == "bob"
 
 
 def test_the_handler_answers_ok_over_tls(server: Server, tls: Tls, tmp_path: Path) -> None:
@@ -121,9 +123,9 @@ def test_sentinels_and_servers_all_over_tls(tmp_path: Path, tls: Tls) -> None:
         cluster.start()
         settings = tls_settings("rediss://", tls)
         settings.sentinels = tuple(sentinel.address for sentinel in cluster.sentinels)
-        writer = store.connect(settings)
-        assert store.authorize(writer, ADDRESS, "alice", store.now_ms() + 60_000) is True
-        assert cluster.servers[1].client().get(store.client_key(ADDRESS)) == "alice"
+        writer = Writer(settings)
+        assert writer.authorize(ADDRESS, "alice", keys.now_ms() + 60_000) is True
+        assert cluster.servers[1].client().get(keys.client_key(ADDRESS)) == "alice"
         assert lookup_user(settings) == "alice"
     finally:
         cluster.stop()
@@ -134,11 +136,12 @@ def test_a_handler_without_tls_imports_neither_ssl_nor_socket(tmp_path: Path) ->
     config = write_config(tmp_path / "pbs-activated.toml", '[redis]\nurl = "redis://127.0.0.1:1"\n')
     script = textwrap.dedent(f"""
         import sys
-        from pbs_activated import store
+        from pbs_activated import errors
         from pbs_activated.config import load
+        from pbs_activated.lookup import Lookup
         try:
-            store.Lookup(load({str(config)!r}).redis).user_for("192.0.2.10")
-        except store.StoreUnavailable:
+            Lookup(load({str(config)!r}).redis).user_for("192.0.2.10")
+        except errors.StoreUnavailable:
             pass
         print(sorted(name for name in ("ssl", "socket", "redis") if name in sys.modules))
     """)
