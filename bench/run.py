@@ -100,7 +100,7 @@ class Bench:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.redis = start_redis(self._make("redis"))
-        from pbs_activated.store import client_key
+        from pbs_activated.keys import client_key
 
         self.redis.command("SET", client_key(GRANTED_ADDRESS), "alice")
         self.redis.command("SET", GRANTED_ADDRESS, "alice")  # the seed's key: the bare address
