@@ -20,7 +20,10 @@ import textwrap
 import time
 from pathlib import Path
 
-from container import (
+# Run as a script from the checkout: its package (pbs_activated.postfix) comes from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from container import (  # noqa: E402
     CACHE_DIR,
     Container,
     ContainerError,
@@ -29,16 +32,16 @@ from container import (
     rootfs_path,
     target_named,
 )
-from mailhost import (
-    POLICY_SERVICE,
-    RELAY_RESTRICTIONS,
+from mailhost import (  # noqa: E402
     USERS,
     configure_mail_host,
     login_verb,
     pop3_login,
     smtp_try,
 )
-from product import BuildFailed, build_deb, install_product, wait_authorized
+from product import BuildFailed, build_deb, install_product, wait_authorized  # noqa: E402
+
+from pbs_activated import postfix  # noqa: E402
 
 LOGGED_IN = "192.0.2.10"
 STRANGER = "192.0.2.11"
@@ -121,10 +124,7 @@ def install(ct: Container, deb: Path) -> None:
         """One setting in Postfix's main.cf makes smtpd ask the policy service
         before it refuses to relay:"""
     )
-    restrictions = RELAY_RESTRICTIONS.replace(
-        "reject_unauth_destination",
-        f"check_policy_service {POLICY_SERVICE}, reject_unauth_destination",
-    )
+    restrictions = postfix.relay_restrictions()
     show(ct, f"postconf -e 'smtpd_relay_restrictions = {restrictions}' && postfix reload")
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 from container import Container
 
+from pbs_activated import postfix
+
 SERVER_V4 = "192.0.2.1"
 SERVER_V6 = "2001:db8::1"
 # Enough client addresses that every system test can log in from addresses of its
@@ -41,12 +43,12 @@ CLIENTS_V6 = [f"2001:db8::{n:x}" for n in range(0x10, 0x40)]
 USERS = {"alice": "secret", "bob": "bob-secret"}
 LOCAL_DOMAIN = "example.test"
 REMOTE_DOMAIN = "remote.test"
-POLICY_SERVICE = "unix:private/pbs-policy"
+POLICY_SERVICE = postfix.POLICY_SERVICE
 
 MAILCLIENT = Path(__file__).with_name("mailclient.py")
 HOST_PYTHON = "/usr/bin/python3"  # Debian's; the pyenv python3 on PATH is not wanted
 
-RELAY_RESTRICTIONS = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+RELAY_RESTRICTIONS = ", ".join([*postfix.PERMITTED_FIRST, postfix.REFUSAL])
 
 POSTFIX_SETTINGS = {
     "myhostname": "mx.example.test",
@@ -349,11 +351,9 @@ def configure_mail_host(ct: Container) -> None:
 
 
 def enable_policy_service(ct: Container, service: str = POLICY_SERVICE) -> None:
-    """Ask the pbs policy service before rejecting unauthorised relaying."""
-    restrictions = RELAY_RESTRICTIONS.replace(
-        "reject_unauth_destination", f"check_policy_service {service}, reject_unauth_destination"
-    )
-    ct.run(["postconf", "-e", f"smtpd_relay_restrictions={restrictions}"])
+    """Ask the pbs policy service before rejecting unauthorised relaying: the line we
+    recommend (pbs_activated.postfix), for `service`."""
+    ct.run(["postconf", "-e", f"smtpd_relay_restrictions={postfix.relay_restrictions(service)}"])
     ct.run(["postfix", "reload"])
 
 
