@@ -12,9 +12,9 @@ PYTEST := $(PYTHON) -m pytest
 RUNTIME_PACKAGES := python3 python3-redis python3-systemd
 TEST_PACKAGES := $(RUNTIME_PACKAGES) redis-server redis-sentinel python3-pytest \
 	python3-hypothesis python3-venv systemd systemd-journal-remote systemd-container \
-	debootstrap iproute2 openssl
+	debootstrap iproute2 openssl python3-hiredis
 # npm separately: NodeSource's nodejs bundles it and conflicts with Debian's npm.
-BENCH_PACKAGES := python3 redis-server systemd nodejs
+BENCH_PACKAGES := python3 redis-server systemd nodejs python3-hiredis
 # Build dependencies of packaging/debian/control, plus what the package's checks run.
 PACKAGING_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
@@ -106,6 +106,7 @@ bench:
 	command -v npm >/dev/null || .ci/ensure-packages npm
 	$(PYTHON) bench/run.py
 	$(PYTHON) bench/store_durability.py
+	$(PYTHON) bench/codec.py
 
 # 100 Postfix-like connections for 60 s: no errors, no leftovers, flat memory.
 soak:
