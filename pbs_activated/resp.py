@@ -39,11 +39,11 @@ class ProtocolError(StoreUnavailable):
     """What the server sent is not RESP: the connection cannot be trusted any more."""
 
 
-class _Incomplete(Exception):
-    """The buffer ends inside a reply: wait for more bytes."""
+INCOMPLETE = -1
+"""The offset `_parse` returns for a reply the buffer holds only part of.
 
-
-_INCOMPLETE = _Incomplete()
+A value, not an exception: raising one preallocated exception again and again
+grows its traceback (584 bytes kept per incomplete read, and slower each time)."""
 
 
 class Parser:
@@ -72,11 +72,11 @@ class Parser:
     def gets(self) -> Reply | bool:
         """Return the next whole reply, or False if the buffer holds none yet."""
         buffer = self._buffer
-        try:
-            value, self._offset = _parse(buffer, self._offset)
-        except _Incomplete:
+        value, offset = _parse(buffer, self._offset)
+        if offset == INCOMPLETE:
             return False
-        if self._offset == len(buffer):
+        self._offset = offset
+        if offset == len(buffer):
             self._buffer, self._offset = b"", 0
         return value
 
@@ -86,41 +86,51 @@ class Parser:
 
 
 def _parse(buffer: bytes, start: int) -> tuple[Reply, int]:
-    """The reply at `start` and the offset after it; raise _Incomplete if it is cut off."""
+    """The reply at `start` and the offset after it, or INCOMPLETE if it is cut off."""
     end = buffer.find(b"\r\n", start)
     if end < 0:
-        raise _INCOMPLETE
+        return None, INCOMPLETE
     kind = buffer[start]
-    try:
-        if kind == 0x24:  # $: bulk string
-            length = int(buffer[start + 1 : end])
-            if length < 0:
-                return None, end + 2
-            stop = end + 2 + length
-            if len(buffer) < stop + 2:
-                raise _INCOMPLETE
-            if buffer[stop : stop + 2] != b"\r\n":
-                raise ProtocolError("bulk string without its CRLF")
-            return buffer[end + 2 : stop], stop + 2
-        if kind == 0x2A:  # *: array
-            count = int(buffer[start + 1 : end])
-            if count < 0:
-                return None, end + 2
-            items = []
-            offset = end + 2
-            for _ in range(count):
-                item, offset = _parse(buffer, offset)
-                items.append(item)
-            return items, offset
-        if kind == 0x3A:  # :
-            return int(buffer[start + 1 : end]), end + 2
-        if kind == 0x2B:  # +
-            return buffer[start + 1 : end], end + 2
-        if kind == 0x2D:  # -
-            return ReplyError(buffer[start + 1 : end].decode("utf-8", "replace")), end + 2
-    except ValueError:
-        pass
+    if kind == 0x24:  # $: bulk string
+        length = _number(buffer, start, end)
+        if length < 0:
+            return None, end + 2
+        stop = end + 2 + length
+        if len(buffer) < stop + 2:
+            return None, INCOMPLETE
+        if buffer[stop : stop + 2] != b"\r\n":
+            raise ProtocolError("bulk string without its CRLF")
+        return buffer[end + 2 : stop], stop + 2
+    if kind == 0x2A:  # *: array
+        count = _number(buffer, start, end)
+        if count < 0:
+            return None, end + 2
+        items = []
+        offset = end + 2
+        for _ in range(count):
+            item, offset = _parse(buffer, offset)
+            if offset == INCOMPLETE:
+                return None, INCOMPLETE
+            items.append(item)
+        return items, offset
+    if kind == 0x3A:  # :
+        return _number(buffer, start, end), end + 2
+    if kind == 0x2B:  # +
+        return buffer[start + 1 : end], end + 2
+    if kind == 0x2D:  # -
+        return ReplyError(buffer[start + 1 : end].decode("utf-8", "replace")), end + 2
     raise ProtocolError(f"not a Redis reply: {buffer[start : start + 40]!r}")
+
+
+def _number(buffer: bytes, start: int, end: int) -> int:
+    """The decimal number after a reply's type byte: digits, a minus sign at most.
+
+    Checked before int(), which would also take " 5", "+5" or "1_0".
+    """
+    text = buffer[start + 1 : end]
+    if not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
+        raise ProtocolError(f"not a Redis reply: {buffer[start : start + 40]!r}")
+    return int(text)
 
 
 def encode_command(arguments: tuple[str, ...]) -> bytes:

@@ -84,7 +84,19 @@ def test_error_replies_inside_an_array_are_values_among_others() -> None:
 
 
 @pytest.mark.parametrize(
-    "wire", [b"?what\r\n", b"$abc\r\n", b":1.5\r\n", b"*x\r\n", b"$3\r\nabcde\r\n"]
+    "wire",
+    [
+        b"?what\r\n",
+        b"$abc\r\n",
+        b":1.5\r\n",
+        b"*x\r\n",
+        b"$3\r\nabcde\r\n",
+        b": 5\r\n",  # int() would take these four
+        b":1_0\r\n",
+        b"$ 1\r\nx\r\n",
+        b"*+1\r\n:1\r\n",
+        b":\r\n",
+    ],
 )
 def test_what_is_not_resp_is_a_protocol_error(wire: bytes) -> None:
     parser = Parser()
@@ -150,3 +162,26 @@ def test_an_os_error_is_described_as_unreachable() -> None:
     assert str(resp.failure(TimeoutError("timed out"))) == "Redis did not answer in time"
     refused = errors.StoreRefused("Redis: NOPERM")
     assert resp.failure(refused) is refused
+
+
+def test_incomplete_reads_keep_nothing_behind() -> None:
+    """A reply arriving in pieces, many times over: no memory kept per incomplete read."""
+    import tracemalloc
+
+    parser = Parser()
+
+    def split_reply() -> None:
+        parser.feed(b"$5\r\nal")
+        assert parser.gets() is False
+        parser.feed(b"ice\r\n")
+        assert parser.gets() == b"alice"
+
+    for _ in range(1000):
+        split_reply()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(10000):
+        split_reply()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 10_000, grown
