@@ -10,8 +10,11 @@ sends, on our key prefix only:
   MGET) and nothing else; a compromised handler can neither create nor extend one.
 - `pbs-journal`: the reader writes them (the authorize script, which calls
   PEXPIRETIME, PEXPIREAT and SET inside; ROLE and WAIT to confirm a write on
-  replicas) and cannot read a value.
-- `pbs-admin`: the CLI lists, grants and revokes.
+  replicas) and cannot read a value. The script also asks whether the login's
+  user is denied (EXISTS on `pbs:deny:<user>`): the reader may read those keys
+  (`%R~`, Redis 7's read-only key pattern) and never write one, so a
+  compromised reader cannot lift a deny.
+- `pbs-admin`: the CLI lists, grants and revokes, and denies and allows users.
 
 A cluster (docs/cluster.md) talks TCP between hosts, so two more users exist
 there, on every server, for Redis's own traffic; neither may touch a key:
@@ -61,6 +64,9 @@ a file of this name in the secrets directory, handed to the units as the
 `sentinel-password` credential."""
 
 _KEYS = f"~{keys.CLIENT_PATTERN}"
+_DENY_READ = f"%R~{keys.DENY_PATTERN}"
+"""The deny keys, read-only: what the authorize script's EXISTS needs."""
+_DENY_KEYS = f"~{keys.DENY_PATTERN}"
 _HELLO = "&__sentinel__:hello"
 """The one channel Sentinels use, on the servers and among themselves."""
 
@@ -68,14 +74,15 @@ _HELLO = "&__sentinel__:hello"
 # non-zero `db` in the url works; PING is how the reader and the CLI see the
 # store answer. The authorize script's own calls are checked against the user
 # running EVAL, so they are listed with it.
-_WRITE = ("+eval", "+pexpiretime", "+pexpireat", "+set", "+role", "+wait")
+_WRITE = ("+eval", "+exists", "+pexpiretime", "+pexpireat", "+set", "+role", "+wait")
 """writer.Writer.authorize: the script (and the calls it makes), then ROLE and WAIT."""
 
 RULES: dict[str, tuple[str, ...]] = {
     POLICY_USER: (_KEYS, "+get", "+mget", "+ping", "+select"),
-    JOURNAL_USER: (_KEYS, *_WRITE, "+ping", "+select"),
+    JOURNAL_USER: (_KEYS, _DENY_READ, *_WRITE, "+ping", "+select"),
     ADMIN_USER: (
         _KEYS,
+        _DENY_KEYS,
         "+get",
         "+mget",
         "+scan",

@@ -1,4 +1,9 @@
-"""`grant`, `revoke`, `list` and `check`: an administrator's view of the store."""
+"""`grant`, `revoke`, `list`, `check`, `deny` and `allow`: an administrator's view of the store.
+
+`deny` and `allow` are for a compromised account: while its password is being
+reset, none of its logins authorizes anything, on any host of a cluster (the
+deny key lives in the store; keys.py), and `deny` withdraws what it had.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pbs_activated.decision import decide
 from pbs_activated.errors import StoreError
 from pbs_activated.lookup import Lookup
 from pbs_activated.protocol import Request
-from pbs_activated.writer import Writer
+from pbs_activated.writer import DENIED, GRANTED, Writer
 
 EXIT_NOPERM = 77
 """sysexits.h's EX_NOPERM: the caller may not do this, whatever the arguments."""
@@ -34,16 +39,27 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
     except ConfigError as error:
         return _fail(str(error), 2)
     try:
-        address = addresses.normalize(arguments.address) if "address" in arguments else ""
+        given = getattr(arguments, "address", None)
+        address = addresses.normalize(given) if given else ""
     except addresses.InvalidAddress as error:
         return _fail(str(error), 2)
     try:
         if arguments.command == "grant":
             return grant(config, address, arguments.user, arguments.lifetime)
         if arguments.command == "revoke":
+            if bool(address) == bool(arguments.user):
+                return _fail("revoke needs an address or --user NAME, not both", 2)
+            if arguments.user:
+                return revoke_user(config, arguments.user)
             return revoke(config, address)
         if arguments.command == "list":
-            return list_(config)
+            if arguments.denied:
+                return list_denied(config, arguments.json)
+            return list_(config, arguments.user, arguments.json)
+        if arguments.command == "deny":
+            return deny(config, arguments.name)
+        if arguments.command == "allow":
+            return allow(config, arguments.name)
         if arguments.command == "migrate":
             from pbs_activated import migrate
 
@@ -83,8 +99,10 @@ def grant(config: Config, address: str, user: str, lifetime: int | None) -> int:
     if seconds <= 0:
         return _fail("--lifetime must be positive", 2)
     expires = keys.now_ms() + seconds * 1000
-    changed = Writer(config.redis).authorize(address, user, expires)
-    if not changed:
+    outcome = Writer(config.redis).authorize_login(address, user, expires)
+    if outcome == DENIED:
+        return _fail(f"{user} is denied (pbs-activated allow {user} lifts it)")
+    if outcome != GRANTED:
         print(f"{address} is already authorized for longer", file=sys.stderr)
         return 0
     audit.send(
@@ -108,11 +126,98 @@ def revoke(config: Config, address: str) -> int:
     return 0
 
 
-def list_(config: Config) -> int:
-    """Print address, user and whole seconds left, one authorization per line."""
-    for address, user, seconds_left in Writer(config.redis).list_authorized():
-        left = "forever" if seconds_left == float("inf") else str(int(seconds_left))
-        print(f"{address}\t{user or '-'}\t{left}")
+def revoke_user(config: Config, user: str) -> int:
+    """Withdraw every authorization of `user`, one audit entry each; exit 1 if there was none."""
+    removed = Writer(config.redis).revoke_user(user)
+    for address in removed:
+        _audit_revoke(address, user, f"revoked {address} of {user} by hand")
+        print(address)
+    if not removed:
+        return _fail(f"{user} had no authorization")
+    return 0
+
+
+def _audit_revoke(address: str, user: str, message: str) -> None:
+    audit.send(audit.NOTICE, message, PBS_EVENT="revoke", PBS_CLIENT_ADDRESS=address, PBS_USER=user)
+
+
+def list_(config: Config, user: str | None = None, as_json: bool = False) -> int:
+    """Print address, user and whole seconds left, one authorization per line (or JSON).
+
+    With `user`, only that user's. JSON is one array of objects with `address`,
+    `user`, `expires` (Unix seconds) and `seconds_left` (null for no expiry).
+    """
+    now = keys.now_ms()
+    entries = [
+        (address, holder, expires_ms)
+        for address, holder, expires_ms in Writer(config.redis).authorizations()
+        if user is None or holder == user
+    ]
+    if as_json:
+        import json
+
+        print(
+            json.dumps(
+                [
+                    {
+                        "address": address,
+                        "user": holder,
+                        "expires": expires_ms // 1000 if expires_ms >= 0 else None,
+                        "seconds_left": max(0, (expires_ms - now) // 1000)
+                        if expires_ms >= 0
+                        else None,
+                    }
+                    for address, holder, expires_ms in entries
+                ],
+                indent=1,
+            )
+        )
+        return 0
+    for address, holder, expires_ms in entries:
+        left = "forever" if expires_ms < 0 else str(max(0, (expires_ms - now) // 1000))
+        print(f"{address}\t{holder or '-'}\t{left}")
+    return 0
+
+
+def list_denied(config: Config, as_json: bool = False) -> int:
+    """Print every denied user and since when (local time), or JSON (`user`, `since`)."""
+    denied = Writer(config.redis).denied()
+    if as_json:
+        import json
+
+        print(json.dumps([{"user": user, "since": since} for user, since in denied], indent=1))
+        return 0
+    import time
+
+    for user, since in denied:
+        print(f"{user}\t{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(since))}")
+    return 0
+
+
+def deny(config: Config, user: str) -> int:
+    """Deny `user`'s logins until `allow`, and withdraw every authorization they have.
+
+    The deny key is written first: a login the reader takes after it cannot
+    authorize, and every one taken before it is then found and withdrawn.
+    """
+    if not user:
+        return _fail("deny needs a user name", 2)
+    writer = Writer(config.redis)
+    if writer.deny(user):
+        audit.send(audit.NOTICE, f"denied {user} by hand", PBS_EVENT="deny", PBS_USER=user)
+    else:
+        print(f"{user} was already denied", file=sys.stderr)
+    for address in writer.revoke_user(user):
+        _audit_revoke(address, user, f"revoked {address} of {user}: the user is denied")
+        print(f"revoked {address}", file=sys.stderr)
+    return 0
+
+
+def allow(config: Config, user: str) -> int:
+    """Lift a deny; exit 1 if the user was not denied."""
+    if not Writer(config.redis).allow(user):
+        return _fail(f"{user} was not denied")
+    audit.send(audit.NOTICE, f"allowed {user} again by hand", PBS_EVENT="allow", PBS_USER=user)
     return 0
 
 

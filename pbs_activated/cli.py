@@ -73,9 +73,23 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     grant.add_argument(
         "--lifetime", type=int, metavar="SECONDS", help="default: [authorization] lifetime"
     )
-    revoke = commands.add_parser("revoke", help="withdraw an address's authorization")
-    revoke.add_argument("address")
-    commands.add_parser("list", help="show authorized addresses: address, user, seconds left")
+    revoke = commands.add_parser(
+        "revoke", help="withdraw an address's authorization, or every one of a user's"
+    )
+    revoke.add_argument("address", nargs="?")
+    revoke.add_argument("--user", metavar="NAME", help="every authorization of this user")
+    listing = commands.add_parser(
+        "list", help="show authorized addresses: address, user, seconds left"
+    )
+    listing.add_argument("--user", metavar="NAME", help="only this user's")
+    listing.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    listing.add_argument("--denied", action="store_true", help="the denied users instead")
+    deny = commands.add_parser(
+        "deny", help="keep a user's logins from authorizing until allowed; withdraw theirs"
+    )
+    deny.add_argument("name", metavar="USER")
+    allow = commands.add_parser("allow", help="lift a deny")
+    allow.add_argument("name", metavar="USER")
     check = commands.add_parser("check", help="print what the handler would answer at RCPT")
     check.add_argument("address")
     migrate = commands.add_parser(
