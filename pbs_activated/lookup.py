@@ -135,29 +135,45 @@ class Lookup:
             except (OSError, StoreError):
                 self.close()
         try:
-            self._connection = self._connect(deadline)
-            self._connection.deadline = deadline
-            return question(self._connection, argument)
+            return self._ask_anew(question, argument, deadline)
         except (OSError, StoreError) as error:
             self.close()
             raise resp.failure(error) from None
 
-    def _connect(self, deadline: float) -> resp.Connection:
+    def _ask_anew(
+        self, question: Callable[[resp.Connection, _Q], _A], argument: _Q, deadline: float
+    ) -> _A:
+        """Connect and ask; with Sentinel, of the first server that *answers* the question.
+
+        The question is part of each server's attempt, so that a server which
+        accepts the connection but cannot serve (LOADING, a master without its
+        replicas: errors.ServerNotReady) is passed over like one that is down.
+        """
         settings = self.settings
-        if settings.sentinels:
-            return sentinel.discover(settings, deadline, self._server, master_only=False)
-        if settings.unix_path:
-            return _logged_in(
-                resp.Connection(*sockets.open_unix(settings.unix_path, deadline), deadline),
-                settings,
-            )
-        return self._server(settings.host, settings.port, deadline)
+        if not settings.sentinels:
+            if settings.unix_path:
+                sock, armed = sockets.open_unix(settings.unix_path, deadline)
+                self._connection = _logged_in(resp.Connection(sock, armed, deadline), settings)
+            else:
+                self._connection = self._server(settings.host, settings.port, deadline)
+            return question(self._connection, argument)
+
+        def attempt(host: str, port: int, share: float) -> _A:
+            connection = self._server(host, port, share)
+            try:
+                answer = question(connection, argument)
+            except BaseException:
+                connection.close()
+                raise
+            connection.deadline = deadline
+            self._connection = connection
+            return answer
+
+        return sentinel.discover(settings, deadline, attempt, master_only=False)
 
     def _server(self, host: str, port: int, deadline: float) -> resp.Connection:
-        return _logged_in(
-            resp.Connection(*sockets.open_tcp(host, port, deadline, self.settings), deadline),
-            self.settings,
-        )
+        sock, armed = sockets.open_tcp(host, port, deadline, self.settings)
+        return _logged_in(resp.Connection(sock, armed, deadline), self.settings)
 
 
 def _logged_in(connection: resp.Connection, settings: RedisSettings) -> resp.Connection:

@@ -326,6 +326,9 @@ class Server:
             # answering from its data, which is what the SMTP hosts' handlers read.
             "--replica-serve-stale-data",
             "yes",
+            # DEBUG RELOAD over the unix socket: a server answering LOADING, for real.
+            "--enable-debug-command",
+            "local",
         ]
         if self.tls:
             arguments += self.tls.server_arguments()

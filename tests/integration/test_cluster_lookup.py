@@ -9,12 +9,13 @@ Sentinels with their password.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import Cluster, free_port
+from cluster import Cluster, Server, free_port
 
 from pbs_activated import acl, errors, keys
 from pbs_activated.config import RedisSettings, parse_redis_url
@@ -155,6 +156,57 @@ def test_a_kept_connection_follows_a_failover(cluster: Cluster) -> None:
         assert lookup._connection.socket.getpeername()[1] == cluster.master().port
     finally:
         lookup.close()
+
+
+def test_a_master_loading_its_data_is_passed_over_for_a_replica(tmp_path: Path) -> None:
+    """LOADING is errors.ServerNotReady: with Sentinel, the next server answers at once.
+
+    An open cluster of its own (no ACL users), so that redis-cli may DEBUG the master.
+    """
+    cluster = Cluster(tmp_path / "cluster", replicas=1, sentinels=3)
+    cluster.start()
+    try:
+        master = cluster.master()
+        admin = ["redis-cli", "-s", str(master.socket_path)]
+        subprocess.run([*admin, "SET", keys.client_key(ADDRESS), "alice"], check=True, timeout=10)
+        subprocess.run([*admin, "DEBUG", "POPULATE", "20000", "filler"], check=True, timeout=30)
+        cluster.wait_for_replicas_in_sync()
+        for option, value in (
+            ("key-load-delay", "100"),
+            ("loading-process-events-interval-bytes", "1024"),
+        ):
+            subprocess.run([*admin, "CONFIG", "SET", option, value], check=True, timeout=10)
+        settings = RedisSettings()
+        settings.timeout = TIMEOUT
+        settings.sentinels = tuple(s.address for s in cluster.sentinels)
+        reload = subprocess.Popen([*admin, "DEBUG", "RELOAD"], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while "LOADING" not in master_reply(master):
+                assert time.monotonic() < deadline and reload.poll() is None, "never saw LOADING"
+            lookup = Lookup(settings)
+            try:
+                assert lookup.user_for(ADDRESS) == "alice"
+                assert lookup._connection is not None
+                assert lookup._connection.socket.getpeername()[1] != master.port
+            finally:
+                lookup.close()
+            assert "LOADING" in master_reply(master)  # the master was loading all along
+        finally:
+            reload.wait(60)
+    finally:
+        cluster.stop()
+
+
+def master_reply(master: Server) -> str:
+    """What the master answers a GET now (LOADING while it reloads)."""
+    result = subprocess.run(
+        ["redis-cli", "-s", str(master.socket_path), "GET", keys.client_key(ADDRESS)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return result.stdout + result.stderr
 
 
 def test_lookup_is_unavailable_when_every_server_is_down(cluster: Cluster) -> None:
