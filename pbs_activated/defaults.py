@@ -112,12 +112,28 @@ IDLE_TIMEOUT = 330.0
 `smtpd_policy_service_max_idle` (300 s), so Postfix closes first and never finds a
 connection closed under it."""
 
-MAX_LINE_LENGTH = 4096
-"""Bytes in one `name=value` line. Postfix's longest attributes (ccert_subject,
-sender, recipient) stay well under it."""
+MAX_LINE_LENGTH = 262144
+"""Bytes in one `name=value` line: 256 KiB, far above anything a site's Postfix sends.
 
-MAX_REQUEST_SIZE = 65536
-"""Bytes in one request. A request is about 1 KiB; anything near this is not Postfix."""
+Postfix passes on what smtpd accepted, and its longest attributes come from the
+client's own command lines (`helo_name`, `sender`, `recipient`, `sasl_username`),
+each up to `line_length_limit`: 2048 bytes by default, with no upper bound of
+Postfix's own, and raised by sites (8 KiB, 64 KiB) for clients with long lines.
+`policy_context` is whatever the administrator writes, and the certificate fields
+are encoded. A limit near the default would cost such a site its answers (a
+line over it closes the connection without one, and Postfix defers); this one
+is 128 times Postfix's default and 4 times the largest raise we know of. It
+bounds only a peer that is not Postfix (the socket is Postfix's alone, the TCP
+example's is local), and a line over it is logged and closes its connection."""
+
+MAX_REQUEST_SIZE = 1048576
+"""Bytes in one request: 1 MiB, room for four attributes at MAX_LINE_LENGTH.
+
+A request from Postfix is about 1 KiB; at most the attributes under
+MAX_LINE_LENGTH's reasoning can grow, and four of them at that limit (plus the
+rest) still fit. What it bounds is memory: the policy server holds up to one
+partial request per connection, so 512 connections (the socket's
+MaxConnections) cost at most 512 MiB, and only if none of them is Postfix."""
 
 # [journal]
 JOURNAL_UNITS: tuple[str, ...] = ("dovecot.service",)
