@@ -38,6 +38,16 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
         )
     except ConfigError as error:
         return _fail(str(error), 2)
+    if arguments.command in ("doctor", "report") and not reads_the_journal():
+        return _fail(
+            f"permission denied: {arguments.command} reads the system journal: run it as root,"
+            f" or as a member of {defaults.ADMIN_GROUP} and of systemd-journal or adm",
+            EXIT_NOPERM,
+        )
+    if arguments.command == "doctor":
+        from pbs_activated import doctor
+
+        return doctor.run(config, arguments.json)
     try:
         given = getattr(arguments, "address", None)
         address = addresses.normalize(given) if given else ""
@@ -67,6 +77,26 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
         return check(config, address)
     except StoreError as error:
         return _fail(str(error))
+
+
+JOURNAL_GROUPS = ("systemd-journal", "adm")
+"""The groups whose members journalctl shows the whole system journal."""
+
+
+def reads_the_journal() -> bool:
+    """Whether the caller sees the system journal: root, or a member of JOURNAL_GROUPS."""
+    if os.geteuid() == 0:
+        return True
+    import grp
+
+    groups = set(os.getgroups())
+    for name in JOURNAL_GROUPS:
+        try:
+            if grp.getgrnam(name).gr_gid in groups:
+                return True
+        except KeyError:
+            continue
+    return False
 
 
 def as_administrator(settings: RedisSettings) -> None:

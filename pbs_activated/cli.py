@@ -101,6 +101,10 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
         action="store_true",
         help="do nothing unless the configured store is the package's own (the upgrade's case)",
     )
+    doctor = commands.add_parser(
+        "doctor", help="check the whole chain on this host: Postfix, systemd, logs, store, time"
+    )
+    doctor.add_argument("--json", action="store_true", help="the findings as JSON")
     store_acl = commands.add_parser(
         "store-acl", help="write the store's ACL file: one user per component, from the secrets"
     )

@@ -101,6 +101,10 @@ class Writer:
             self._client = self._run_connect()
         return self._client
 
+    def command(self, *arguments: object) -> object:
+        """Send one command as it is (INFO, TIME: what doctor asks); failures typed."""
+        return self._run(lambda client: client.execute_command(*arguments))
+
     def ping(self) -> None:
         """Raise a StoreError unless the master answers."""
         self._run(lambda client: client.ping())

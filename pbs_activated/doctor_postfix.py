@@ -1,0 +1,277 @@
+"""doctor's Postfix checks: our check_policy_service is where it decides, and asks our socket.
+
+Read from `postconf -x` (main.cf, every `$name` expanded) and `postconf -P -x`
+(master.cf's `-o` overrides: submission and smtps often carry their own
+restrictions), for each `postmulti` instance. The line we recommend is
+pbs_activated.postfix's; what matters about its place:
+
+- before `reject_unauth_destination` / `defer_unauth_destination`: after it,
+  every relay attempt is refused before we are asked (a useless service);
+- no bare `permit` before that refusal: that is an open relay, with or without us;
+- in `smtpd_relay_restrictions`: a line in `smtpd_recipient_restrictions` is
+  never reached for relaying while the relay restrictions refuse first (as
+  Debian's default, ending in `defer_unauth_destination`, does);
+- naming the socket our enabled socket unit listens on, relative to Postfix's
+  `queue_directory` (an absolute path, in a chrooted smtpd, is under it too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from pbs_activated import postfix
+from pbs_activated.config import Config
+from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.doctor_systemd import policy_listeners
+
+REFUSALS = ("reject_unauth_destination", "defer_unauth_destination")
+RELAY = "smtpd_relay_restrictions"
+RECIPIENT = "smtpd_recipient_restrictions"
+
+
+class Restriction(NamedTuple):
+    """One element of a restriction list: its name and, for a policy service, its settings."""
+
+    name: str
+    service: str = ""
+    options: tuple[tuple[str, str], ...] = ()
+
+
+def tokens(text: str) -> list[str]:
+    """Split a Postfix list as Postfix does: commas and white space, `{ ... }` one token."""
+    found: list[str] = []
+    current = ""
+    depth = 0
+    for character in text:
+        if character == "{":
+            depth += 1
+        elif character == "}":
+            depth -= 1
+        if depth == 0 and character in ", \t\r\n":
+            if current:
+                found.append(current)
+            current = ""
+            continue
+        current += character
+    if current:
+        found.append(current)
+    return found
+
+
+def restrictions(text: str) -> list[Restriction]:
+    """A restriction list's elements; check_policy_service takes the token after it."""
+    parsed: list[Restriction] = []
+    words = tokens(text)
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "check_policy_service" and index + 1 < len(words):
+            argument = words[index + 1]
+            index += 1
+            if argument.startswith("{"):
+                parts = [part.strip() for part in argument.strip("{} \t").split(",")]
+                options = tuple(
+                    (name.strip(), value.strip())
+                    for name, _, value in (part.partition("=") for part in parts[1:] if part)
+                )
+                parsed.append(Restriction(word, parts[0], options))
+            else:
+                parsed.append(Restriction(word, argument))
+        else:
+            parsed.append(Restriction(word))
+        index += 1
+    return parsed
+
+
+def socket_path(service: str, queue_directory: str, chrooted: bool) -> str:
+    """Where a `unix:` policy service's socket is on the host ('' for inet:)."""
+    if service.startswith("inet:"):
+        return ""
+    path = service.removeprefix("unix:")
+    if not path.startswith("/"):
+        return os.path.normpath(os.path.join(queue_directory, path))
+    return os.path.normpath(queue_directory + path) if chrooted else path
+
+
+def analyse(
+    where: str,
+    relay: str,
+    recipient: str,
+    queue_directory: str,
+    chrooted: bool,
+    listening: set[str],
+) -> list[Finding]:
+    """The findings for one smtpd's restrictions (`where`: main.cf, or a master.cf service)."""
+    findings: list[Finding] = []
+    relay_list = restrictions(relay)
+    names = [item.name for item in relay_list]
+    refusal = next((index for index, name in enumerate(names) if name in REFUSALS), len(names))
+    if "permit" in names[:refusal]:
+        findings.append(
+            Finding(
+                "postfix.open-relay",
+                ERROR,
+                f"{where}: {RELAY} has a bare `permit` before {REFUSALS[0]}: an open relay",
+                f"remove `permit` and set {RELAY} = {postfix.relay_restrictions()}",
+            )
+        )
+    ours = [(index, item) for index, item in enumerate(relay_list) if _policy(item)]
+    mine = [
+        (index, item)
+        for index, item in ours
+        if socket_path(item.service, queue_directory, chrooted) in listening
+        or item.service in listening
+    ]
+    in_recipient = [item for item in restrictions(recipient) if _policy(item)]
+    if not ours:
+        if in_recipient and refusal < len(names):
+            return findings + [
+                Finding(
+                    "postfix.useless",
+                    ERROR,
+                    f"{where}: check_policy_service is in {RECIPIENT}, but {RELAY}"
+                    f" refuses relaying first ({names[refusal]}): no login ever relays",
+                    f"move it to {RELAY}: {postfix.relay_restrictions()}",
+                )
+            ]
+        if not in_recipient:
+            return findings + [
+                Finding(
+                    "postfix.missing",
+                    ERROR,
+                    f"{where}: no check_policy_service in {RELAY}: no login ever relays",
+                    f"postconf -e '{RELAY} = {postfix.relay_restrictions()}'; postfix reload",
+                )
+            ]
+        return findings + [
+            Finding("postfix.line", OK, f"{where}: check_policy_service in {RECIPIENT}")
+        ]
+    if not mine:
+        named = ", ".join(
+            f"{item.service} ({socket_path(item.service, queue_directory, chrooted) or 'tcp'})"
+            for _, item in ours
+        )
+        findings.append(
+            Finding(
+                "postfix.socket",
+                ERROR,
+                f"{where}: check_policy_service names {named}, where no policy socket of ours"
+                f" listens ({', '.join(sorted(listening)) or 'none listening'})",
+                f"name {postfix.POLICY_SERVICE} (under queue_directory {queue_directory})",
+            )
+        )
+        return findings
+    index, item = mine[0]
+    if index > refusal:
+        return findings + [
+            Finding(
+                "postfix.position",
+                ERROR,
+                f"{where}: check_policy_service comes after {names[refusal]}, which refuses"
+                " every relay attempt before we are asked",
+                f"put it before {names[refusal]}: {postfix.relay_restrictions()}",
+            )
+        ]
+    early = [name for name in postfix.PERMITTED_FIRST if name in names[index:refusal]]
+    if early:
+        findings.append(
+            Finding(
+                "postfix.position",
+                WARNING,
+                f"{where}: check_policy_service comes before {', '.join(early)}: asked for"
+                " clients that may relay anyway",
+                f"put it after them: {postfix.relay_restrictions()}",
+            )
+        )
+    options = dict(item.options)
+    missing = [f"{n}={v}" for n, v in postfix.POLICY_OPTIONS if options.get(n) != v]
+    if missing:
+        findings.append(
+            Finding(
+                "postfix.settings",
+                WARNING,
+                f"{where}: check_policy_service lacks {', '.join(missing)} (pbs-activated(8),"
+                " POSTFIX: without default_action a stopped service fails local mail too)",
+                f"write it as {postfix.restriction()}",
+            )
+        )
+    if not findings:
+        findings.append(
+            Finding(
+                "postfix.line",
+                OK,
+                f"{where}: check_policy_service {item.service} before {names[refusal]}",
+            )
+        )
+    return findings
+
+
+def _policy(item: Restriction) -> bool:
+    return item.name == "check_policy_service"
+
+
+def parameters(text: str) -> dict[str, str]:
+    """`name = value` lines of postconf as a dict."""
+    found = {}
+    for line in text.splitlines():
+        name, equals, value = line.partition(" = ")
+        if equals:
+            found[name.strip()] = value.strip()
+        elif line.endswith(" ="):
+            found[line[:-2].strip()] = ""
+    return found
+
+
+def instances(host: Host) -> list[tuple[str, str]]:
+    """(name, config directory) of each Postfix instance; the default alone without postmulti."""
+    status, output = host.run(["postmulti", "-l"])
+    found = []
+    if status == 0:
+        for line in output.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] == "y":
+                found.append((fields[0], fields[3]))
+    return found or [("-", "/etc/postfix")]
+
+
+def check(config: Config, host: Host) -> Iterator[Finding]:
+    """Every smtpd of every Postfix instance, main.cf and master.cf's overrides."""
+    listening = policy_listeners(host)
+    several = len(instances(host)) > 1
+    for name, directory in instances(host):
+        base = ["postconf", "-c", directory]
+        label = f"{name} " if several else ""
+        status, output = host.run([*base, "-x", RELAY, RECIPIENT, "queue_directory"])
+        if status != 0:
+            yield Finding(
+                "postfix.config",
+                UNKNOWN,
+                f"{label}postconf failed (status {status}): is Postfix installed?",
+                "apt install postfix",
+            )
+            continue
+        main = parameters(output)
+        queue = main.get("queue_directory", "/var/spool/postfix")
+        _, services = host.run([*base, "-P", "-x"])
+        _, chroots = host.run([*base, "-F", "*/*/chroot"])
+        chrooted = {
+            key.rsplit("/", 1)[0]: value == "y" for key, value in parameters(chroots).items()
+        }
+        overrides: dict[str, dict[str, str]] = {}
+        for key, value in parameters(services).items():
+            service, _, parameter = key.rpartition("/")
+            if parameter in (RELAY, RECIPIENT):
+                overrides.setdefault(service, {})[parameter] = value
+        smtpd = {"smtp/inet": main, **{service: {**main, **o} for service, o in overrides.items()}}
+        for service, settings in smtpd.items():
+            where = f"{label}main.cf" if service == "smtp/inet" else f"{label}master.cf {service}"
+            yield from analyse(
+                where,
+                settings.get(RELAY, ""),
+                settings.get(RECIPIENT, ""),
+                queue,
+                chrooted.get(service, True),
+                listening,
+            )

@@ -1,0 +1,181 @@
+"""`pbs-activated doctor` on a booted Debian 12 and 13: all ok when correct, one finding per fault.
+
+Each fault is what an administrator really does (the policy line after
+reject_unauth_destination, a `permit` before it, a typo in the socket path, the
+socket disabled, the reader stopped, a customised Dovecot login format, a store
+of their own without a password, the store stopped); each must give its own
+finding, and the exit status of the monitoring-plugin convention. Every test
+puts the host back as it found it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from container import Container
+from mailhost import (
+    DOVECOT_SNIPPET,
+    dovecot_version,
+    enable_policy_service,
+    pop3_login,
+    reconfigure_dovecot,
+)
+from product import CONFIG, AddressPool, wait_active, write_config
+
+from pbs_activated import postfix
+
+pytestmark = pytest.mark.system
+
+CUSTOM_FORMAT = {
+    "2.3": "login_log_format_elements = user=<%u> rip=%r lip=%l\n",
+    "2.4": "login_log_format_elements = user=<%{user}> rip=%{remote_ip} lip=%{local_ip}\n",
+}
+"""A site's own login line: the elements without `method=`, which our parser expects."""
+
+
+def doctor(ct: Container, user: str | None = None) -> tuple[int, dict[str, str]]:
+    """Run doctor --json; (exit status, {check: status}) with every finding kept in .findings."""
+    result = ct.run(["pbs-activated", "doctor", "--json"], check=False, user=user, timeout=120)
+    if result.returncode == 77:
+        return 77, {}
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert report["status"] == result.returncode
+    statuses: dict[str, str] = {}
+    for finding in report["findings"]:
+        # The worst status of a check that several smtpd services report.
+        order = ["ok", "warning", "unknown", "error"]
+        current = statuses.get(finding["check"], "ok")
+        statuses[finding["check"]] = max(current, finding["status"], key=order.index)
+    doctor.last = report["findings"]  # type: ignore[attr-defined]
+    return result.returncode, statuses
+
+
+def not_ok(statuses: dict[str, str]) -> dict[str, str]:
+    return {check: status for check, status in statuses.items() if status != "ok"}
+
+
+@contextlib.contextmanager
+def relay_restrictions(ct: Container, value: str) -> Iterator[None]:
+    ct.run(["postconf", "-e", f"smtpd_relay_restrictions={value}"])
+    try:
+        yield
+    finally:
+        enable_policy_service(ct)
+
+
+def test_a_correct_installation_is_all_ok(product_host: Container, addresses: AddressPool) -> None:
+    assert pop3_login(product_host, addresses.v4(), "alice", "secret")["ok"]
+    status, statuses = doctor(product_host)
+    assert not_ok(statuses) == {}, doctor.last  # type: ignore[attr-defined]
+    assert status == 0
+    for check in (
+        "postfix.line",
+        "systemd.socket",
+        "systemd.reader",
+        "logs.format",
+        "journald.rate-limit",
+        "store.reachable",
+        "store.open",
+        "time.sync",
+    ):
+        assert check in statuses
+
+
+def test_a_user_who_cannot_read_the_journal_gets_77(product_host: Container) -> None:
+    assert doctor(product_host, user="nobody")[0] == 77
+
+
+def test_the_policy_line_after_reject_unauth_destination(product_host: Container) -> None:
+    line = f"permit_mynetworks, reject_unauth_destination, {postfix.restriction()}"
+    with relay_restrictions(product_host, line):
+        status, statuses = doctor(product_host)
+    assert not_ok(statuses) == {"postfix.position": "error"} and status == 2
+
+
+def test_a_permit_before_the_policy_line(product_host: Container) -> None:
+    line = f"permit_mynetworks, permit, {postfix.restriction()}, reject_unauth_destination"
+    with relay_restrictions(product_host, line):
+        status, statuses = doctor(product_host)
+    assert not_ok(statuses) == {"postfix.open-relay": "error"} and status == 2
+
+
+def test_a_wrong_socket_path(product_host: Container) -> None:
+    with relay_restrictions(product_host, postfix.relay_restrictions("unix:private/pbs-polcy")):
+        status, statuses = doctor(product_host)
+    assert not_ok(statuses) == {"postfix.socket": "error"} and status == 2
+
+
+def test_the_policy_settings_missing(product_host: Container) -> None:
+    line = (
+        "permit_mynetworks, check_policy_service unix:private/pbs-policy, reject_unauth_destination"
+    )
+    with relay_restrictions(product_host, line):
+        status, statuses = doctor(product_host)
+    assert not_ok(statuses) == {"postfix.settings": "warning"} and status == 1
+
+
+def test_the_socket_disabled(product_host: Container) -> None:
+    product_host.systemctl("disable", "--now", "pbs-policy.socket")
+    try:
+        status, statuses = doctor(product_host)
+    finally:
+        product_host.systemctl("enable", "--now", "pbs-policy.socket")
+    # Postfix names a socket nothing listens on any more: both say so.
+    assert not_ok(statuses) == {"systemd.socket": "error", "postfix.socket": "error"}
+    assert status == 2
+
+
+def test_the_reader_stopped(product_host: Container) -> None:
+    product_host.systemctl("stop", "pbs-journal.service")
+    try:
+        status, statuses = doctor(product_host)
+    finally:
+        product_host.systemctl("start", "pbs-journal.service")
+        wait_active(product_host, "pbs-journal.service")
+    assert not_ok(statuses) == {"systemd.reader": "error"} and status == 2
+
+
+def test_login_lines_no_parser_takes(product_host: Container, addresses: AddressPool) -> None:
+    ct = product_host
+    if ct.run(["id", "dora"], check=False).returncode != 0:
+        ct.run(["useradd", "--create-home", "dora"])
+    ct.run(["chpasswd"], input="dora:dora-secret\n")
+    snippet = ct.read_file(DOVECOT_SNIPPET)
+    ct.write_file(DOVECOT_SNIPPET, snippet + CUSTOM_FORMAT[dovecot_version(ct)])
+    try:
+        reconfigure_dovecot(ct)
+        assert pop3_login(ct, addresses.v4(), "dora", "dora-secret")["ok"]
+        status, statuses = doctor(ct)
+    finally:
+        ct.write_file(DOVECOT_SNIPPET, snippet)
+        reconfigure_dovecot(ct)
+    # A warning when other users' logins were taken today, an error when none was.
+    assert set(not_ok(statuses)) == {"logs.format"} and status in (1, 2)
+    [finding] = [f for f in doctor.last if f["check"] == "logs.format"]  # type: ignore[attr-defined]
+    assert "dora" in finding["message"] and "Logged out" in finding["message"]
+
+
+def test_an_open_store(product_host: Container) -> None:
+    original = product_host.read_file(CONFIG)
+    write_config(product_host, '[redis]\nurl = "redis://127.0.0.1:6379"\n')
+    try:
+        status, statuses = doctor(product_host)
+    finally:
+        write_config(product_host, original)
+    assert statuses["store.open"] == "error" and status == 2
+    assert "systemd.store" not in statuses  # not the package's store: its unit is not asked
+
+
+def test_a_stopped_store(product_host: Container) -> None:
+    product_host.systemctl("stop", "pbs-store.service")
+    try:
+        status, statuses = doctor(product_host)
+    finally:
+        product_host.systemctl("start", "pbs-store.service")
+        wait_active(product_host, "pbs-store.service")
+    assert statuses["store.reachable"] == "error" and statuses["systemd.store"] == "error"
+    assert status == 2
