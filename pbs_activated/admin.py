@@ -48,6 +48,10 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
         from pbs_activated import doctor
 
         return doctor.run(config, arguments.json)
+    if arguments.command == "report":
+        from pbs_activated import report
+
+        return report.run(arguments.since, arguments.until, arguments.json, arguments.directory)
     try:
         given = getattr(arguments, "address", None)
         address = addresses.normalize(given) if given else ""

@@ -105,6 +105,15 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
         "doctor", help="check the whole chain on this host: Postfix, systemd, logs, store, time"
     )
     doctor.add_argument("--json", action="store_true", help="the findings as JSON")
+    report = commands.add_parser(
+        "report", help="sum up the journal: logins, relays allowed and refused, per user/address"
+    )
+    report.add_argument("--since", default="today", help="journalctl's syntax (default: today)")
+    report.add_argument("--until", default="", help="journalctl's syntax (default: now)")
+    report.add_argument("--json", action="store_true", help="the sums as JSON")
+    report.add_argument(
+        "--directory", metavar="DIR", default="", help="read journal files from DIR"
+    )
     store_acl = commands.add_parser(
         "store-acl", help="write the store's ACL file: one user per component, from the secrets"
     )
