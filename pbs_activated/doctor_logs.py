@@ -40,19 +40,29 @@ Disconnected: Logged out in=12 ...`. The login process (`imap-login:`) never wri
 SUPPRESSED = re.compile(r"Suppressed ([0-9]+) messages from (\S+)")
 
 
-def session_ends() -> list[re.Pattern[str]]:
-    """The servers' evidence of a logged-in session: the parser modules' where they say it."""
-    found = []
-    for name in ("logins_dovecot", "logins_courier", "logins_cyrus"):
-        try:
-            module = __import__(f"pbs_activated.{name}", fromlist=["SERVER"])
-        except ImportError:
-            continue
-        server = getattr(module, "SERVER", None)
+OWN_EVIDENCE = {"dovecot": DOVECOT_SESSION_END}
+"""Per-user evidence this module declares, for a server whose own pattern names no user."""
+
+
+def session_ends(unit: str = "") -> list[re.Pattern[str]]:
+    """The evidence of a logged-in session for `unit`: its server's, as the parser modules
+    declare it (logins.SERVERS' session_end), else every server's; Dovecot's without them.
+
+    A declared pattern without a `(?P<user>...)` group can only say "sessions ended and
+    no login at all was taken"; where this module has a per-user one, it is added.
+    """
+    from pbs_activated import logins
+
+    servers = getattr(logins, "SERVERS", {})
+    mine = [server for server in servers.values() if unit in getattr(server, "units", ())]
+    patterns: list[re.Pattern[str]] = []
+    for server in mine or list(servers.values()):
         pattern = getattr(server, "session_end", None)
         if isinstance(pattern, re.Pattern):
-            found.append(pattern)
-    return found or [DOVECOT_SESSION_END]
+            patterns.append(pattern)
+            if "user" not in pattern.groupindex and server.name in OWN_EVIDENCE:
+                patterns.insert(0, OWN_EVIDENCE[server.name])
+    return patterns or [DOVECOT_SESSION_END]
 
 
 def messages(host: Host, since: float, *matches: str) -> list[dict[str, str]] | None:
@@ -79,8 +89,11 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
     since = time.time() - window
     hours = f"{window / 3600:g} h"
     journal = config.journal
-    evidence = session_ends()
-    for unit in journal.units:
+    # `[journal] servers` gives the units and formats when they are not set by hand.
+    units = _units(config)
+    formats = journal.login_formats() if hasattr(journal, "login_formats") else journal.formats
+    for unit in units:
+        evidence = session_ends(unit)
         status, output = host.run(["systemctl", "show", "-p", "LoadState", "--value", unit])
         if status == 0 and output.strip() == "not-found":
             yield Finding(
@@ -107,8 +120,8 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
                 f"check that {unit} runs and logs to syslog or the journal",
             )
             continue
-        counts = {name: 0 for name in journal.formats}
-        parsers = {name: LoginParser((name,), True) for name in journal.formats}
+        counts = {name: 0 for name in formats}
+        parsers = {name: LoginParser((name,), True) for name in formats}
         site = LoginParser((), True, journal.pattern) if journal.pattern else None
         taken: set[str] = set()
         signs: dict[str, str] = {}
@@ -131,18 +144,21 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
                 match = pattern.search(message)
                 if match is None:
                     continue
-                protocol = match.groupdict().get("protocol") or ""
-                if protocol == IMAP and not journal.imap:
+                named = match.groupdict()
+                if (named.get("protocol") or "") == IMAP and not journal.imap:
                     continue
-                signs.setdefault(match["user"], message)
-        missed = {user: line for user, line in signs.items() if user not in taken}
+                # A pattern that names no user is evidence for the unit as a whole.
+                signs.setdefault(named.get("user") or "", message)
+        missed = {
+            user: line for user, line in signs.items() if (user not in taken if user else not taken)
+        }
         took = ", ".join(f"{name} {count}" for name, count in counts.items())
         if missed and not taken:
             example = next(iter(missed.values()))
             yield Finding(
                 "logs.format",
                 ERROR,
-                f"{unit}: {len(missed)} user(s) logged in and out in the last {hours}, and no"
+                f"{unit}: {len(missed)} session(s) logged in and out in the last {hours}, and no"
                 f" parser took any login line ({took}); e.g. {example!r}",
                 "the server's login lines changed (a new version, login_log_format_elements):"
                 " restore its default format, or set [journal] pattern",
@@ -175,7 +191,7 @@ def check_journald(config: Config, host: Host, window: float = WINDOW) -> Iterat
         dropped: dict[str, int] = {}
         for entry in entries:
             match = SUPPRESSED.search(entry["MESSAGE"])
-            if match and os.path.basename(match[2]) in config.journal.units:
+            if match and os.path.basename(match[2]) in _units(config):
                 unit = os.path.basename(match[2])
                 dropped[unit] = dropped.get(unit, 0) + int(match[1])
         limit = _rate_limit(host)
@@ -207,6 +223,11 @@ def check_journald(config: Config, host: Host, window: float = WINDOW) -> Iterat
             " trail and the logins the reader had not yet stored",
             "mkdir -p /var/log/journal; systemctl restart systemd-journald",
         )
+
+
+def _units(config: Config) -> tuple[str, ...]:
+    journal = config.journal
+    return journal.login_units() if hasattr(journal, "login_units") else journal.units
 
 
 def _journald_setting(host: Host, name: str) -> str:

@@ -206,7 +206,7 @@ def _logins_stored(config: Config, host: Host, writer: Writer) -> Iterator[Findi
         )
     else:
         yield Finding(
-            "store.logins", OK, f"every live login of the journal is stored ({len(logins)})"
+            "store.logins", OK, f"every live login the reader took is stored ({len(logins)})"
         )
 
 

@@ -98,8 +98,16 @@ def test_every_logged_in_session_of_the_fixtures_has_a_login_the_parser_takes(re
         login = parser.parse(message)
         if login is not None:
             logged_in.add(login.user)
-        for pattern in doctor_logs.session_ends():
+        for pattern in doctor_logs.session_ends("dovecot.service"):
             match = pattern.search(message)
-            if match:
+            if match and match.groupdict().get("user"):
                 ended.add(match["user"])
     assert ended and ended <= logged_in
+
+
+def test_dovecots_evidence_names_the_user_and_protocol() -> None:
+    message = "pop3(dora)<497><1NWu8o9h1bjAAAIK>: Disconnected: Logged out top=0/0, retr=0/0"
+    [match] = [m for p in doctor_logs.session_ends("dovecot.service") if (m := p.search(message))][
+        :1
+    ]
+    assert (match["user"], match["protocol"]) == ("dora", "pop3")
