@@ -207,6 +207,23 @@ def audit(ct: Container) -> None:
     show(ct, "journalctl -t pbs-activated -o short --no-hostname")
 
 
+def doctor_and_report(ct: Container) -> None:
+    heading("8. The whole chain checked, and the day summed up")
+    say(
+        """pbs-activated doctor checks what a relay decision depends on, here: the
+        Postfix line, the units, the mail server's log lines against our parsers,
+        journald, the store and the clock. One line per check, the fix for any
+        that is not ok, and the monitoring-plugin exit status (0: all ok)."""
+    )
+    show(ct, 'pbs-activated doctor; echo "exit status $?"')
+    say(
+        """pbs-activated report sums the journal up for an auditor: per user and per
+        address the logins taken, relays allowed, relays Postfix refused, answers
+        while the store was away, and the busiest hours."""
+    )
+    show(ct, "pbs-activated report --since today")
+
+
 def parse_arguments(argv: list[str] | None) -> tuple[Target, Path | None]:
     """The release to boot (--release, default trixie, with Redis), and a .deb to
     show instead of building the working tree's (--deb)."""
@@ -250,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             login_and_relay(ct)
             local_user_refused(ct)
             audit(ct)
-            heading("8. Clean up")
+            doctor_and_report(ct)
+            heading("9. Clean up")
             say("Powering the container off and deleting its files.")
     except (ContainerError, TimeoutError, RuntimeError, subprocess.CalledProcessError) as error:
         print(f"demo failed (the container is removed): {error}", file=sys.stderr)
