@@ -13,6 +13,16 @@ import pytest
 from activation import PolicyService
 from support import AuditSink, RedisServer, encode_request, run_cli, write_config
 
+from pbs_activated import defaults
+
+TOO_LONG = b"x" * (defaults.MAX_LINE_LENGTH + 1000)
+"""A value past the line limit (which is far above what Postfix sends: defaults.py)."""
+TOO_LARGE = b"".join(
+    b"attribute%d=%s\n" % (n, b"v" * (defaults.MAX_LINE_LENGTH // 2))
+    for n in range(2 * defaults.MAX_REQUEST_SIZE // defaults.MAX_LINE_LENGTH + 2)
+)
+"""Lines each within the line limit that together pass the request limit."""
+
 
 def grant(config: Path, address: str, *options: str) -> None:
     run_cli("grant", address, *options, config=config)
@@ -97,10 +107,10 @@ def test_an_oversized_line_closes_the_connection_without_an_answer(
     policy_service: PolicyService, audit_sink: AuditSink
 ) -> None:
     client = policy_service.connect()
-    client.send_until_closed(b"request=smtpd_access_policy\nsender=" + b"x" * 10000 + b"\n\n")
+    client.send_until_closed(b"request=smtpd_access_policy\nsender=" + TOO_LONG + b"\n\n")
     assert client.reply() is None
     errors = [e for e in audit_sink.collect(until=1) if e.get("PBS_ERROR") == "limit"]
-    assert errors and "longer than 4096" in errors[0]["MESSAGE"]
+    assert errors and f"longer than {defaults.MAX_LINE_LENGTH}" in errors[0]["MESSAGE"]
     assert policy_service.wait_for_no_handlers()
 
 
@@ -108,14 +118,13 @@ def test_an_oversized_request_closes_the_connection_without_an_answer(
     policy_service: PolicyService,
 ) -> None:
     client = policy_service.connect()
-    lines = b"".join(b"attribute%d=%s\n" % (n, b"v" * 1000) for n in range(80))
-    client.send_until_closed(b"request=smtpd_access_policy\n" + lines + b"\n")
+    client.send_until_closed(b"request=smtpd_access_policy\n" + TOO_LARGE + b"\n")
     assert client.reply() is None
 
 
 def test_answers_before_an_oversized_request_are_still_given(policy_service: PolicyService) -> None:
     client = policy_service.connect()
-    client.send_until_closed(encode_request() + b"sender=" + b"x" * 10000 + b"\n\n")
+    client.send_until_closed(encode_request() + b"sender=" + TOO_LONG + b"\n\n")
     assert client.reply() == "DUNNO"
     assert client.reply() is None
 

@@ -381,16 +381,23 @@ def test_a_stalled_journal_holds_other_connections_up_no_longer_than_a_handler(
 
 # Limits: an over-long line or request closes its own connection only
 
+TOO_LONG = b"x" * (defaults.MAX_LINE_LENGTH + 1000)
+TOO_LARGE = b"".join(
+    b"attribute%d=%s\n" % (n, b"v" * (defaults.MAX_LINE_LENGTH // 2))
+    for n in range(2 * defaults.MAX_REQUEST_SIZE // defaults.MAX_LINE_LENGTH + 2)
+)
+
 
 @pytest.mark.parametrize(
     ("oversized", "complaint"),
     [
-        (b"request=smtpd_access_policy\nsender=" + b"x" * 10000 + b"\n\n", "longer than 4096"),
         (
-            b"request=smtpd_access_policy\n"
-            + b"".join(b"attribute%d=%s\n" % (n, b"v" * 1000) for n in range(80))
-            + b"\n",
-            "larger than 65536",
+            b"request=smtpd_access_policy\nsender=" + TOO_LONG + b"\n\n",
+            f"longer than {defaults.MAX_LINE_LENGTH}",
+        ),
+        (
+            b"request=smtpd_access_policy\n" + TOO_LARGE + b"\n",
+            f"larger than {defaults.MAX_REQUEST_SIZE}",
         ),
     ],
     ids=["line", "request"],
