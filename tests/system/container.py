@@ -65,13 +65,12 @@ BOOT_PACKAGES = [
     "python3",
 ]
 # Installed in a second step, after the debconf preseed, so that Postfix is
-# configured non-interactively with a known mailer type and mailname; the
-# store's packages (Target.store.packages) come with them. openssl makes the
-# self-signed certificate of the TLS fixtures (capture_fixtures.py).
+# configured non-interactively with a known mailer type and mailname; the POP/IMAP
+# server's packages (Target.server.packages, after postfix) and the store's
+# (Target.store.packages) come with them. openssl makes the self-signed
+# certificate of the TLS fixtures (capture_fixtures.py).
 MAIL_PACKAGES = [
     "postfix",
-    "dovecot-pop3d",
-    "dovecot-imapd",
     "python3-redis",
     "python3-systemd",
     "openssl",
@@ -116,26 +115,56 @@ VALKEY = Store("valkey", ("valkey-server", "valkey-tools"), "valkey-server.servi
 
 
 @dataclass(frozen=True)
+class Server:
+    """A POP3/IMAP server as Debian packages it: the packages that conflict with the others'."""
+
+    name: str
+    packages: tuple[str, ...]
+
+
+DOVECOT = Server("dovecot", ("dovecot-pop3d", "dovecot-imapd"))
+# courier-pop and courier-imap ship the TLS daemons' units (courier-pop-ssl...)
+# themselves; courier-authdaemon (PAM) and the certificate tools come as dependencies.
+COURIER = Server("courier", ("courier-pop", "courier-imap"))
+# sasl2-bin: saslauthd, through which Cyrus checks PAM passwords.
+CYRUS = Server("cyrus", ("cyrus-imapd", "cyrus-pop3d", "sasl2-bin"))
+
+
+@dataclass(frozen=True)
 class Target:
-    """One booted-system combination: a Debian release (its suite name) and a store."""
+    """One booted-system combination: a Debian release (its suite name), a store and
+    the POP/IMAP server (Dovecot unless the name says another)."""
 
     release: str
     store: Store
+    server: Server = DOVECOT
 
     @property
     def name(self) -> str:
-        """`trixie+valkey`: how PBS_TEST_TARGETS, test ids and logs name it."""
-        return f"{self.release}+{self.store.name}"
+        """`trixie+valkey`, `bookworm+courier`: how PBS_TEST_TARGETS, test ids and logs name it.
+
+        A Dovecot target is named by its store (the names predate other servers);
+        another server's target by the server, its store being Redis.
+        """
+        if self.server is DOVECOT:
+            return f"{self.release}+{self.store.name}"
+        return f"{self.release}+{self.server.name}"
 
 
-# bookworm has no Valkey; trixie has both. Package names are checked by building
-# each rootfs from the real archive (apt-get fails on a name the release lacks).
+# bookworm has no Valkey; trixie has both. Courier and Cyrus conflict with Dovecot
+# (and each other) as packages, so each has a tree of its own per release. Package
+# names are checked by building each rootfs from the real archive (apt-get fails
+# on a name the release lacks).
 TARGETS = {
     target.name: target
     for target in (
         Target("bookworm", REDIS),
         Target("trixie", REDIS),
         Target("trixie", VALKEY),
+        Target("bookworm", REDIS, COURIER),
+        Target("trixie", REDIS, COURIER),
+        Target("bookworm", REDIS, CYRUS),
+        Target("trixie", REDIS, CYRUS),
     )
 }
 DEFAULT_TARGET = TARGETS["trixie+redis"]
@@ -152,9 +181,18 @@ def target_named(name: str) -> Target:
 
 TARGETS_VARIABLE = "PBS_TEST_TARGETS"
 FULL, SMOKE = "full", "smoke"
-DEFAULT_TIERS = {"bookworm+redis": FULL, "trixie+redis": FULL, "trixie+valkey": SMOKE}
-"""Every test once per release, a smoke run for the other store: well inside the
-hour `make test` may take on two cores (README.md has the timings)."""
+DEFAULT_TIERS = {
+    "bookworm+redis": FULL,
+    "trixie+redis": FULL,
+    "trixie+valkey": SMOKE,
+    "bookworm+courier": SMOKE,
+    "trixie+courier": SMOKE,
+    "bookworm+cyrus": SMOKE,
+    "trixie+cyrus": SMOKE,
+}
+"""Every test once per release, a smoke run for the other store and for each other
+server (test_servers.py): well inside the hour `make test` may take on two cores
+(README.md has the timings)."""
 UPGRADE = "upgrade"
 """The pseudo-target of test_dist_upgrade.py: bookworm+redis upgraded to trixie."""
 
@@ -207,8 +245,11 @@ def missing_requirements() -> str | None:
 
 
 def mail_packages(target: Target) -> list[str]:
-    """What the second build step installs: the mail stack and the target's store."""
-    return [*MAIL_PACKAGES, *target.store.packages]
+    """What the second build step installs: the mail stack, the target's server and store.
+
+    In the order the Dovecot-only recipe had, so that its trees keep their hash.
+    """
+    return [MAIL_PACKAGES[0], *target.server.packages, *MAIL_PACKAGES[1:], *target.store.packages]
 
 
 def recipe_key(target: Target) -> str:
@@ -226,7 +267,8 @@ def recipe_key(target: Target) -> str:
 
 def rootfs_path(target: Target) -> Path:
     """Where the target's cached tree is (or will be): `rootfs-<release>-<store>-<hash>`."""
-    return CACHE_DIR / f"rootfs-{target.release}-{target.store.name}-{recipe_key(target)}"
+    name = target.name.replace("+", "-")
+    return CACHE_DIR / f"rootfs-{name}-{recipe_key(target)}"
 
 
 def ensure_rootfs(target: Target = DEFAULT_TARGET) -> Path:
