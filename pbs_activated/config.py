@@ -143,16 +143,30 @@ class PolicySettings:
 
 
 class JournalSettings:
-    """Which journal entries are logins: units, formats, a site pattern."""
+    """Which journal entries are logins: the servers, or units and formats, a site pattern."""
 
-    __slots__ = ("units", "imap", "formats", "pattern", "directory")
+    __slots__ = ("servers", "units", "imap", "formats", "pattern", "directory")
 
     def __init__(self) -> None:
+        self.servers: tuple[str, ...] = defaults.JOURNAL_SERVERS
         self.units: tuple[str, ...] = defaults.JOURNAL_UNITS
         self.imap = defaults.JOURNAL_IMAP
         self.formats: tuple[str, ...] = defaults.JOURNAL_FORMATS
         self.pattern = defaults.JOURNAL_PATTERN
         self.directory = defaults.JOURNAL_DIRECTORY
+
+    def login_units(self) -> tuple[str, ...]:
+        """The units whose entries can authorize: `units` if set (it wins), else the servers'."""
+        if self.units:
+            return self.units
+        return tuple(dict.fromkeys(u for name in self.servers for u in defaults.SERVER_UNITS[name]))
+
+    def login_formats(self) -> tuple[str, ...]:
+        """The formats tried: `formats` if set (it wins), else the servers'; with `units`
+        set and no `formats`, every format, as 0.2 had for a site naming Courier's units."""
+        if self.formats:
+            return self.formats
+        return tuple(defaults.SERVER_UNITS) if self.units else self.servers
 
 
 SECTIONS = ("redis", "authorization", "policy", "journal")

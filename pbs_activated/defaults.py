@@ -136,13 +136,34 @@ partial request per connection, so 512 connections (the socket's
 MaxConnections) cost at most 512 MiB, and only if none of them is Postfix."""
 
 # [journal]
-JOURNAL_UNITS: tuple[str, ...] = ("dovecot.service",)
-"""Only entries whose trusted _SYSTEMD_UNIT is one of these can authorize."""
+SERVER_UNITS: dict[str, tuple[str, ...]] = {
+    "dovecot": ("dovecot.service",),
+    # One unit per daemon: the TLS ones (995, 993) are units of their own.
+    "courier": (
+        "courier-pop.service",
+        "courier-pop-ssl.service",
+        "courier-imap.service",
+        "courier-imap-ssl.service",
+    ),
+    # cyrmaster runs imapd and pop3d (plain and TLS) as its children.
+    "cyrus": ("cyrus-imapd.service",),
+}
+"""The POP/IMAP servers `[journal] servers` may name, and the units Debian runs each as
+(the same names on Debian 12 and 13, checked by the booted-system tests)."""
+
+JOURNAL_SERVERS: tuple[str, ...] = ("dovecot",)
+"""Dovecot: what Debian installs for `imap-server` and `pop3-server` first, and 0.1's only unit."""
+
+JOURNAL_UNITS: tuple[str, ...] = ()
+"""Empty: the units of `servers`. Only entries whose trusted _SYSTEMD_UNIT is one of
+the units can authorize."""
 
 JOURNAL_IMAP = True
 """IMAP logins authorize as POP3 logins do: clients that check mail over IMAP send too."""
 
-JOURNAL_FORMATS: tuple[str, ...] = ("dovecot", "courier")
+JOURNAL_FORMATS: tuple[str, ...] = ()
+"""Empty: the formats of `servers`, or every format when `units` is set (as 0.2's
+default `["dovecot", "courier"]` was, for sites that named Courier's units)."""
 JOURNAL_PATTERN = ""
 """A site regular expression with named groups `user` and `address`; empty means none."""
 

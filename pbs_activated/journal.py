@@ -56,7 +56,7 @@ class LoginReader:
         self.notifier = notifier
         self.parser = parser
         self.ignored = ignored
-        self.units = frozenset(config.journal.units)
+        self.units = frozenset(config.journal.login_units())
         self.lifetime_ms = config.authorization.lifetime * 1000
         self.counts = Counts()
         self.position = ""
@@ -224,23 +224,27 @@ def open_store_warning(config: Config) -> str:
 def main(config: Config) -> int:
     """Run the reader until killed; 2 on a configuration error, 1 when the journal fails."""
     try:
-        parser = LoginParser(config.journal.formats, config.journal.imap, config.journal.pattern)
+        journal = config.journal
+        parser = LoginParser(journal.login_formats(), journal.imap, journal.pattern)
         ignored = config.authorization.networks()
     except (InvalidPattern, ConfigError) as error:
         print(f"pbs-activated: {error}", file=sys.stderr)
         return 2
-    if not config.journal.units:
-        print("pbs-activated: [journal] units is empty: no login could ever count", file=sys.stderr)
-        return 2
-    if not config.journal.formats and not config.journal.pattern:
+    if not config.journal.login_units():
         print(
-            "pbs-activated: [journal] formats is empty and there is no pattern: "
+            "pbs-activated: [journal] servers and units are empty: no login could ever count",
+            file=sys.stderr,
+        )
+        return 2
+    if not config.journal.login_formats() and not config.journal.pattern:
+        print(
+            "pbs-activated: [journal] servers and formats are empty and there is no pattern: "
             "no login could ever count",
             file=sys.stderr,
         )
         return 2
     try:
-        source = JournalSource(config.journal.units, config.journal.directory)
+        source = JournalSource(config.journal.login_units(), config.journal.directory)
     except (OSError, ValueError) as error:  # python-systemd says ValueError for a bad path
         print(f"pbs-activated: cannot open the journal: {error}", file=sys.stderr)
         return 1

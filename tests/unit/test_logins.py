@@ -315,9 +315,14 @@ def test_text_before_the_service_is_not_a_login() -> None:
             "LOGIN, user=bob@example.org, ip=[2001:db8::7], port=[51234], protocol=IMAP",
             Login("bob@example.org", "2001:db8::7", "imap"),
         ),
+        # Courier 5.2 (Debian 13) over TLS: courier-login-lines.txt, trixie.
         (
-            "LOGIN, user=carol, ip=[::ffff:192.0.2.8], port=[110], protocol=POP3",
-            Login("carol", "::ffff:192.0.2.8", "pop3"),
+            "LOGIN, user=alice, ip=[::ffff:192.0.2.14], port=[54321], stls=1",
+            Login("alice", "::ffff:192.0.2.14", "pop3"),
+        ),
+        (
+            "LOGIN, user=bob, ip=[::ffff:192.0.2.15], port=[43323], protocol=IMAP, starttls=1",
+            Login("bob", "::ffff:192.0.2.15", "imap"),
         ),
     ],
 )
@@ -332,6 +337,8 @@ def test_courier_successful_login_is_parsed(message: str, expected: Login) -> No
         "LOGOUT, user=alice, ip=[::ffff:192.0.2.7], headers=0, body=0, rcvd=12, sent=300",
         "Connection, ip=[::ffff:192.0.2.7]",
         "LOGIN, user=alice, ip=[::ffff:192.0.2.7], port=[40211], extra",
+        # Courier writes no `protocol=POP3` (only IMAP names itself): not a line it writes.
+        "LOGIN, user=carol, ip=[::ffff:192.0.2.8], port=[110], protocol=POP3",
     ],
 )
 def test_courier_failures_and_other_lines_are_not_logins(message: str) -> None:

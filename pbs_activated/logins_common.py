@@ -1,0 +1,47 @@
+"""What every mail server's login parser shares: the Login it returns, the MailServer it declares.
+
+One module per server (logins_dovecot, logins_courier, logins_cyrus) describes
+that server as a MailServer: the units its lines come from, the parser of its
+successful-login lines, and a pattern of the lines it writes only *after* a
+successful login (a logout, a disconnect of a logged-in session). The reader
+uses the first two; `doctor` can use the third: such lines from a server's
+units with no parsed login among them are the sign of logins this package no
+longer understands (a new version's wording, a site's log format).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import NamedTuple
+
+POP3 = "pop3"
+IMAP = "imap"
+
+ADDRESS = r"[0-9A-Fa-f.:]+"
+"""What every parser accepts as an address; addresses.normalize checks it afterwards."""
+
+
+class Login(NamedTuple):
+    """A successful login as the log line tells it; the address is not yet normalised."""
+
+    user: str
+    address: str
+    protocol: str
+    """`pop3`, `imap`, or empty when a site pattern does not say."""
+
+
+class MailServer(NamedTuple):
+    """A POP3/IMAP server as the reader (and doctor) knows it: data, no behaviour of its own."""
+
+    name: str
+    """The word `[journal] servers` and `formats` use: `dovecot`, `courier`, `cyrus`."""
+    units: tuple[str, ...]
+    """The systemd units Debian runs it as: the trusted _SYSTEMD_UNIT of its lines."""
+    parse: Callable[[str], Login | None]
+    """The successful login a message records, or None."""
+    session_end: re.Pattern[str]
+    """Matches (with `search`) the lines the server writes only after a successful login;
+    its group `user` names the session's user (and `protocol`, where the line says it)."""
+    versions: str
+    """The versions proven against the real daemon, for messages and the README."""
