@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from container import Container
 from mailhost import USERS, pop3_login, postfix_unit, smtp_try
-from product import POLICY_SOCKET, AddressPool, decisions, wait_authorized, wait_for_entries
+from product import (
+    CONFIG,
+    POLICY_SOCKET,
+    AddressPool,
+    decisions,
+    wait_authorized,
+    wait_for_entries,
+    write_config,
+)
+from support import encode_request
 
 pytestmark = pytest.mark.system
 
@@ -101,3 +111,71 @@ def test_postfix_logged_no_policy_warning_during_the_whole_session(
     assert [w for w in warnings if "policy" in w or "pbs-policy" in w] == []
     policy = product_host.journal("-u", postfix_unit(product_host), "-p", "warning")
     assert [e["MESSAGE"] for e in policy if "policy" in e["MESSAGE"]] == []
+
+
+LONG_ATTRIBUTE = 9000
+"""Bytes of one request attribute: past 8 KiB, and the handler's default line limit."""
+
+POLICY_CLIENT = """
+import socket, sys
+connection = socket.socket(socket.AF_UNIX)
+connection.connect(sys.argv[1])
+connection.sendall(sys.stdin.buffer.read())
+reply = b""
+while not reply.endswith(b"\\n\\n"):
+    chunk = connection.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+print(reply.decode().strip())
+"""
+
+
+@pytest.fixture
+def long_lines(product_host: Container) -> Iterator[None]:
+    """`[policy] max_line_length` raised so that a long attribute is answered; restored after."""
+    shipped = product_host.read_file(CONFIG)
+    write_config(product_host, f"[policy]\nmax_line_length = {2 * LONG_ATTRIBUTE}\n")
+    try:
+        yield
+    finally:
+        write_config(product_host, shipped)
+
+
+def test_a_decision_with_an_attribute_past_8_kib_is_audited_whole(
+    product_host: Container, addresses: AddressPool, long_lines: None
+) -> None:
+    client = addresses.v4()
+    sender = "s" * LONG_ATTRIBUTE + "@client.example.test"
+    cursor = product_host.journal_cursor()
+    request = encode_request(client_address=client, sender=sender)
+    reply = product_host.run(["python3", "-c", POLICY_CLIENT, POLICY_SOCKET], input=request)
+    assert reply.stdout.startswith("action="), reply.stdout
+    # --all: journalctl shows a field past 4096 bytes as null without it.
+    [entry] = wait_for_entries(
+        product_host, "--all", f"PBS_CLIENT_ADDRESS={client}", after_cursor=cursor
+    )
+    assert entry["PBS_SENDER"] == sender
+    assert entry["PBS_ACTION"] == "DUNNO"
+
+
+AUDIT_SENDER = """
+import sys
+from pbs_activated import audit
+audit.send(audit.INFO, "a big entry", PBS_TEST_MARK=sys.argv[1], PBS_BIG="x" * int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("size", ["1 MiB", "past any datagram"])
+def test_an_entry_too_big_for_a_datagram_lands_whole(product_host: Container, size: str) -> None:
+    """Sent as nobody, as unprivileged as the units: journald takes the sealed memfd."""
+    largest = 2 * int(product_host.read_file("/proc/sys/net/core/wmem_max"))
+    length = 1 << 20 if size == "1 MiB" else largest + (1 << 20)
+    mark = f"big-{time.monotonic_ns()}"
+    cursor = product_host.journal_cursor()
+    product_host.run(["python3", "-c", AUDIT_SENDER, mark, str(length)], user="nobody")
+    [entry] = wait_for_entries(
+        product_host, "--all", f"PBS_TEST_MARK={mark}", after_cursor=cursor, timeout=30
+    )
+    assert entry["PBS_BIG"] == "x" * length
+    assert entry["SYSLOG_IDENTIFIER"] == "pbs-activated"
