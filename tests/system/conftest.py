@@ -9,8 +9,10 @@ test checks Postfix's answer without a policy service), `product_host` has the
 Targets and tiers: every test that uses a host runs once per selected target
 (`test_x[trixie+valkey]`). A target's tier says which tests: `full` runs them
 all, `smoke` only those marked `pytest.mark.smoke`. By default bookworm+redis and
-trixie+redis are full and trixie+valkey is smoke, which keeps `make test` well
-inside its hour on two cores; `PBS_TEST_TARGETS` picks others (see README.md):
+trixie+redis are full, and trixie+valkey and the Courier and Cyrus targets
+(bookworm+courier, trixie+courier, bookworm+cyrus, trixie+cyrus: test_servers.py
+only, through `server_target`) are smoke, which keeps `make test` well inside its
+hour on two cores; `PBS_TEST_TARGETS` picks others (see README.md):
 
     PBS_TEST_TARGETS=trixie+valkey            # that target alone, in its default tier
     PBS_TEST_TARGETS="trixie+valkey:full"     # every test on it
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from container import (
+    DOVECOT,
     FULL,
     TARGETS,
     Container,
@@ -54,25 +57,39 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+TARGET_FIXTURES = ("target", "server_target")
+"""`target`: a Dovecot target, for every test of mailhost.py's host; `server_target`:
+a Courier or Cyrus target, for test_servers.py's (serverhost.py's host)."""
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run every test that needs a host once per target of its tier."""
-    if "target" not in metafunc.fixturenames:
-        return
-    tiers, _ = selected_targets()
-    smoke = metafunc.definition.get_closest_marker("smoke") is not None
-    names = [name for name, tier in tiers.items() if tier == FULL or smoke]
-    # The Target objects of TARGETS, never equal copies: pytest 7 keeps a session
-    # fixture only while the next test's parameter *is* the cached one (`is`).
-    targets = [TARGETS[name] for name in names]
-    metafunc.parametrize("target", targets, indirect=True, scope="session", ids=names)
+    """Run every test that needs a host once per target of its tier (and of its server)."""
+    for fixture in TARGET_FIXTURES:
+        if fixture not in metafunc.fixturenames:
+            continue
+        tiers, _ = selected_targets()
+        smoke = metafunc.definition.get_closest_marker("smoke") is not None
+        names = [
+            name
+            for name, tier in tiers.items()
+            if (tier == FULL or smoke)
+            and (TARGETS[name].server is DOVECOT) == (fixture == "target")
+        ]
+        # The Target objects of TARGETS, never equal copies: pytest 7 keeps a session
+        # fixture only while the next test's parameter *is* the cached one (`is`).
+        targets = [TARGETS[name] for name in names]
+        metafunc.parametrize(fixture, targets, indirect=True, scope="session", ids=names)
 
 
 def target_of(item: pytest.Item) -> str | None:
     """The target a collected test runs on, None for tests without one (or with none
     in their tier: pytest's placeholder for an empty parameter set is not a name)."""
     callspec = getattr(item, "callspec", None)
-    target = None if callspec is None else callspec.params.get("target")
-    return target.name if isinstance(target, Target) else None
+    for fixture in TARGET_FIXTURES:
+        target = None if callspec is None else callspec.params.get(fixture)
+        if isinstance(target, Target):
+            return target.name
+    return None
 
 
 def outside_every_tier(item: pytest.Item) -> bool:
@@ -80,7 +97,8 @@ def outside_every_tier(item: pytest.Item) -> bool:
     (or the dist-upgrade test when PBS_TEST_TARGETS does not name `upgrade`)."""
     if item.get_closest_marker("dist_upgrade") is not None:
         return not selected_targets()[1]
-    return "target" in getattr(item, "fixturenames", ()) and target_of(item) is None
+    fixtures = getattr(item, "fixturenames", ())
+    return any(name in fixtures for name in TARGET_FIXTURES) and target_of(item) is None
 
 
 @pytest.hookimpl(trylast=True)
@@ -112,6 +130,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> Target:
     """The release and store of this run of the test (parametrized by pytest_generate_tests)."""
+    reason = system_test_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    target: Target = request.param
+    return target
+
+
+@pytest.fixture(scope="session")
+def server_target(request: pytest.FixtureRequest) -> Target:
+    """A Courier or Cyrus target (parametrized by pytest_generate_tests)."""
     reason = system_test_skip_reason()
     if reason:
         pytest.skip(reason)
