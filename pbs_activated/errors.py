@@ -45,9 +45,10 @@ class StoreRefused(StoreError):
 
 
 NOT_READY_CODES = frozenset(
-    {"LOADING", "READONLY", "MASTERDOWN", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "BUSY"}
+    {"LOADING", "READONLY", "MASTERDOWN", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "BUSY", "OOM"}
 )
-"""Error codes after which a next server may answer (Redis's own first words)."""
+"""Error codes after which a next server may answer, or this one soon (Redis's own first
+words). OOM is one: a full store under `noeviction` takes writes again as keys expire."""
 
 REFUSED_CODES = frozenset({"NOAUTH", "WRONGPASS", "NOPERM", "WRONGTYPE", "NOSCRIPT"})
 """Error codes that waiting does not mend. Any other code (ERR, ...) counts too."""

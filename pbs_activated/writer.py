@@ -12,13 +12,7 @@ from __future__ import annotations
 import time
 
 from pbs_activated import keys, sentinel, sockets
-from pbs_activated.errors import (
-    ServerNotReady,
-    StoreError,
-    StoreRefused,
-    StoreUnavailable,
-    error_reply,
-)
+from pbs_activated.errors import StoreError, StoreUnavailable, error_reply
 from pbs_activated.replication import Replication, confirmed_write
 
 TYPE_CHECKING = False
@@ -271,26 +265,40 @@ def _one_attempt() -> dict[str, object]:
 
 
 def translated(error: Exception) -> StoreError:
-    """errors.py's type for one of redis-py's errors, with its reason in one line.
+    """errors.py's type for one of redis-py's errors, with Redis's own text in one line.
 
     redis-py strips the code from the errors it names (NoPermissionError for
-    NOPERM...) and keeps it in the others' text (`MASTERDOWN ...`); its pipeline
-    errors quote the whole command (here the authorize script) before the reason.
+    NOPERM...) and keeps it in the others' text (`MASTERDOWN ...`): the code is
+    put back, so the journal says what Redis said. Its pipeline errors quote the
+    whole command (here the authorize script) before the reason: that is dropped.
     """
     from redis import exceptions
 
     reason = " ".join(str(error).rpartition(" of pipeline caused error: ")[2].split())
-    text = f"Redis: {reason or type(error).__name__}"
-    if isinstance(error, exceptions.AuthenticationError | exceptions.NoPermissionError):
-        return StoreRefused(text)
-    if isinstance(error, exceptions.BusyLoadingError | exceptions.ReadOnlyError):
-        return ServerNotReady(text)
-    if isinstance(error, exceptions.ConnectionError | exceptions.TimeoutError):
-        return StoreUnavailable(text)
-    if isinstance(error, exceptions.ResponseError):
-        typed = error_reply(reason)
-        return type(typed)(text)
-    return StoreUnavailable(text)
+    reason = reason or type(error).__name__
+    for name, code in _STRIPPED_CODES:
+        kind = getattr(exceptions, name, None)  # OutOfMemoryError: not in redis-py 4.3
+        if kind is not None and isinstance(error, kind) and not reason.startswith(code):
+            reason = f"{code} {reason}"
+            break
+    if isinstance(error, exceptions.AuthenticationError) and "WRONGPASS" not in reason:
+        reason = ("NOAUTH " if "required" in reason else "WRONGPASS ") + reason
+    answered = (
+        exceptions.ResponseError | exceptions.AuthenticationError | exceptions.BusyLoadingError
+    )
+    if isinstance(error, answered):  # Redis replied: typed by its code, as our own client does
+        return error_reply(reason)
+    return StoreUnavailable(f"Redis: {reason}")  # no reply: connection errors, timeouts
+
+
+_STRIPPED_CODES = (
+    ("NoPermissionError", "NOPERM"),
+    ("BusyLoadingError", "LOADING"),
+    ("ReadOnlyError", "READONLY"),
+    ("OutOfMemoryError", "OOM"),
+    ("NoScriptError", "NOSCRIPT"),
+)
+"""redis-py's named errors whose text lacks Redis's code, and the code."""
 
 
 def _authorizations(client: redis.Redis) -> list[tuple[str, str, int]]:

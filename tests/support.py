@@ -13,6 +13,7 @@ import random
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -283,9 +284,10 @@ class AuditSink:
         self._thread.start()
 
     def _drain(self) -> None:
+        buffer = bytearray(64 << 20)
         while True:
             try:
-                payload = self.socket.recv(1 << 20)
+                payload, _ = receive_datagram(self.socket, buffer)
             except OSError:
                 return
             self.entries.append(decode_entry(payload))
@@ -301,6 +303,25 @@ class AuditSink:
         self.socket.shutdown(socket.SHUT_RDWR)
         self.socket.close()
         self._thread.join(timeout=2)
+
+
+def receive_datagram(sock: socket.socket, buffer: bytearray) -> tuple[bytes, int | None]:
+    """One datagram as journald takes it: its bytes, or those of the memfd it carries.
+
+    Returns the payload and, for a memfd, its seals (None for a plain datagram).
+    `buffer` is reused: big enough for any datagram (twice net.core.wmem_max).
+    """
+    import fcntl
+
+    size, ancillary, _, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(4))
+    payload, seals = bytes(buffer[:size]), None
+    for level, kind, data in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+            descriptor = int.from_bytes(data[:4], sys.byteorder)
+            seals = fcntl.fcntl(descriptor, fcntl.F_GET_SEALS)
+            with open(descriptor, "rb") as memfd:  # at its end: the sender wrote it
+                payload = os.pread(memfd.fileno(), os.fstat(descriptor).st_size, 0)
+    return payload, seals
 
 
 def decode_entry(payload: bytes) -> dict[str, str]:

@@ -4,15 +4,13 @@ the send buffer raised to fit, else the entry in a sealed memfd passed with SCM_
 from __future__ import annotations
 
 import fcntl
-import os
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import decode_entry
+from support import decode_entry, receive_datagram
 
 from pbs_activated import audit
 
@@ -49,16 +47,9 @@ class FileDescriptorSink:
         buffer = bytearray(64 << 20)
         while True:
             try:
-                size, ancillary, _, _ = self.socket.recvmsg_into([buffer], socket.CMSG_SPACE(4))
+                payload, seals = receive_datagram(self.socket, buffer)
             except OSError:
                 return
-            payload, seals = bytes(buffer[:size]), None
-            for level, kind, data in ancillary:
-                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
-                    descriptor = int.from_bytes(data[:4], sys.byteorder)
-                    seals = fcntl.fcntl(descriptor, fcntl.F_GET_SEALS)
-                    with open(descriptor, "rb") as memfd:  # at its end: the sender wrote it
-                        payload = os.pread(memfd.fileno(), os.fstat(descriptor).st_size, 0)
             self.received.append(Received(decode_entry(payload), seals))
             self._arrived.set()
 

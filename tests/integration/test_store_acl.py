@@ -143,7 +143,8 @@ def test_the_reader_user_cannot_reach_other_keys_through_a_script(
 ) -> None:
     reader = closed_store.client(acl.JOURNAL_USER)
     with pytest.raises(redis.ResponseError, match="(?i)permission|noperm"):
-        reader.client.execute_command("EVAL", "return redis.call('SET', KEYS[1], 'x')", 1, "elsewhere")
+        script = "return redis.call('SET', KEYS[1], 'x')"
+        reader.client.execute_command("EVAL", script, 1, "elsewhere")
 
 
 def test_the_admin_user_grants_lists_and_revokes(closed_store: ClosedStore) -> None:

@@ -39,5 +39,22 @@ def test_a_pipeline_error_keeps_only_the_reason() -> None:
         "pipeline caused error: this user has no permissions to run the 'eval' command"
     )
     assert str(translated(error)) == (
-        "Redis: this user has no permissions to run the 'eval' command"
+        "Redis: NOPERM this user has no permissions to run the 'eval' command"
     )
+
+
+def test_the_code_redis_py_strips_is_put_back() -> None:
+    assert str(translated(exceptions.BusyLoadingError("Redis is loading"))).startswith(
+        "Redis: LOADING "
+    )
+    wrong = exceptions.AuthenticationError("invalid username-password pair or user is disabled.")
+    assert str(translated(wrong)).startswith("Redis: WRONGPASS ")
+    assert str(translated(exceptions.AuthenticationError("Authentication required."))).startswith(
+        "Redis: NOAUTH "
+    )
+
+
+def test_a_full_store_is_waited_for_not_refused() -> None:
+    # noeviction: writes are refused until keys expire, which they do by themselves.
+    full = exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+    assert type(translated(full)) is errors.ServerNotReady
