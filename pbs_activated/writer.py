@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 from pbs_activated import keys, sentinel, sockets
-from pbs_activated.errors import StoreError, StoreUnavailable, error_reply
+from pbs_activated.errors import StoreUnavailable
+from pbs_activated.redisclient import client_for, translated
 from pbs_activated.replication import Replication, confirmed_write
 
 TYPE_CHECKING = False
@@ -206,7 +207,7 @@ class Writer:
         if settings.sentinels:
             return sentinel.discover(settings, deadline, self._tcp, master_only=True)
         if settings.unix_path:
-            return _client(settings, unix_socket_path=settings.unix_path)
+            return client_for(settings, unix_socket_path=settings.unix_path)
         return self._tcp(settings.host, settings.port, deadline)
 
     def _tcp(self, host: str, port: int, deadline: float) -> redis.Redis:
@@ -214,91 +215,7 @@ class Writer:
 
         It connects at its first command, within `[redis] timeout` of its own.
         """
-        return _client(self.settings, host=host, port=port, **sockets.tls_options(self.settings))
-
-
-def _client(settings: RedisSettings, **where: object) -> redis.Redis:
-    """A redis-py client: one attempt per command within `[redis] timeout` (see _one_attempt)."""
-    import redis as redis_py
-
-    return redis_py.Redis(
-        username=settings.username or None,
-        password=settings.password or None,
-        db=settings.db,
-        socket_timeout=settings.timeout,
-        socket_connect_timeout=settings.timeout,
-        decode_responses=True,
-        **_one_attempt(),
-        **where,
-    )
-
-
-def _one_attempt() -> dict[str, object]:
-    """redis-py options for one attempt per command and no CLIENT SETINFO, on 4.3 to 6.x.
-
-    redis-py 6 (Debian 13's 6.1) gives every `Redis` a `Retry` of three more
-    attempts with exponential back-off on connection errors and timeouts; 4.3
-    (Debian 12's 4.3.4) gives none. With `timeout = 1`, a write on a kept
-    connection to a stalled server took 10 s. `Retry(NoBackoff(), 0)` is one
-    attempt on both, for connecting as for the command: the reader retries with
-    its own back-off, and the CLI should answer at once. `retry_on_timeout`,
-    `retry_on_error` and `health_check_interval` keep their defaults, which add
-    no retry on either version.
-
-    redis-py 5 and later also send CLIENT SETINFO LIB-NAME and LIB-VER on every new
-    connection: refused for a restricted ACL user (an entry in its ACL LOG each
-    time), and by Redis 7.0, which lacks the command. `lib_name=None,
-    lib_version=None` turn them off, but 4.3 has no such keywords and refuses
-    unknown ones, so they are passed only where redis-py's own signature lists
-    them: the library says what it takes, with no table of which version added what.
-    """
-    import inspect
-
-    import redis as redis_py
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    options: dict[str, object] = {"retry": Retry(NoBackoff(), 0)}
-    if "lib_name" in inspect.signature(redis_py.Redis).parameters:
-        options.update(lib_name=None, lib_version=None)
-    return options
-
-
-def translated(error: Exception) -> StoreError:
-    """errors.py's type for one of redis-py's errors, with Redis's own text in one line.
-
-    redis-py strips the code from the errors it names (NoPermissionError for
-    NOPERM...) and keeps it in the others' text (`MASTERDOWN ...`): the code is
-    put back, so the journal says what Redis said. Its pipeline errors quote the
-    whole command (here the authorize script) before the reason: that is dropped.
-    """
-    from redis import exceptions
-
-    reason = " ".join(str(error).rpartition(" of pipeline caused error: ")[2].split())
-    reason = reason or type(error).__name__
-    for name, code in _STRIPPED_CODES:
-        kind = getattr(exceptions, name, None)  # OutOfMemoryError: not in redis-py 4.3
-        if kind is not None and isinstance(error, kind) and not reason.startswith(code):
-            reason = f"{code} {reason}"
-            break
-    if isinstance(error, exceptions.AuthenticationError) and "WRONGPASS" not in reason:
-        reason = ("NOAUTH " if "required" in reason else "WRONGPASS ") + reason
-    answered = (
-        exceptions.ResponseError | exceptions.AuthenticationError | exceptions.BusyLoadingError
-    )
-    if isinstance(error, answered):  # Redis replied: typed by its code, as our own client does
-        return error_reply(reason)
-    return StoreUnavailable(f"Redis: {reason}")  # no reply: connection errors, timeouts
-
-
-_STRIPPED_CODES = (
-    ("NoPermissionError", "NOPERM"),
-    ("BusyLoadingError", "LOADING"),
-    ("ReadOnlyError", "READONLY"),
-    ("OutOfMemoryError", "OOM"),
-    ("NoScriptError", "NOSCRIPT"),
-)
-"""redis-py's named errors whose text lacks Redis's code, and the code."""
+        return client_for(self.settings, host=host, port=port, **sockets.tls_options(self.settings))
 
 
 def _authorizations(client: redis.Redis) -> list[tuple[str, str, int]]:

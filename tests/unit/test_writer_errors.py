@@ -1,4 +1,4 @@
-"""redis-py's errors come out of the writer as errors.py's types (writer.translated)."""
+"""redis-py's errors come out of the writer as errors.py's types (redisclient.translated)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from redis import exceptions
 
 from pbs_activated import errors
-from pbs_activated.writer import translated
+from pbs_activated.redisclient import translated
 
 
 @pytest.mark.parametrize(
