@@ -33,7 +33,7 @@ from pbs_activated.cursor import CursorFile, state_directory
 from pbs_activated.journalsource import JournalSource
 from pbs_activated.logins import InvalidPattern, LoginParser
 from pbs_activated.notify import Counts, Notifier, log
-from pbs_activated.writer import Writer
+from pbs_activated.writer import DENIED, GRANTED, KEPT, Writer
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -164,25 +164,37 @@ class LoginReader:
 
         attempts = 0
 
-        def authorize(writer: Writer) -> bool | None:
+        def authorize(writer: Writer) -> str | None:
             nonlocal attempts
             attempts += 1
             # Checked on every retry: a login that expires while Redis is down needs no key.
             if keys.now_ms() >= expires_ms:
                 return None
-            return writer.authorize(address, login.user, expires_ms)
+            return writer.authorize_login(address, login.user, expires_ms)
 
-        granted = self.store.until_acknowledged(authorize, f"authorizing {address}")
-        if granted is False and attempts > 1:
+        outcome = self.store.until_acknowledged(authorize, f"authorizing {address}")
+        if outcome == KEPT and attempts > 1:
             # An attempt that raised may still have been applied (the master died
             # before it replied, or a replica had not confirmed it yet), so "already
             # authorized" may be this very login: audit it as granted. A duplicate
             # audit line after an outage beats a grant that no line records.
-            granted = True
-        if granted is None:
+            outcome = GRANTED
+        if outcome is None:
             self.counts.expired += 1
-        elif not granted:
+        elif outcome == KEPT:
             self.counts.kept += 1
+        elif outcome == DENIED:
+            self.counts.denied += 1
+            audit.send(
+                audit.NOTICE,
+                f"login of {login.user} from {address} authorizes nothing: the user is denied"
+                f" ({login.protocol or 'login'} via {unit})",
+                PBS_EVENT="denied",
+                PBS_USER=login.user,
+                PBS_CLIENT_ADDRESS=address,
+                PBS_SOURCE_UNIT=unit,
+                PBS_LOGIN_TIME=login_us // 1_000_000,
+            )
         else:
             self.counts.granted += 1
             audit.send(

@@ -90,7 +90,7 @@ def _state(status: str) -> str:
 class Counts:
     """What the reader did since it started, for STATUS and the tests."""
 
-    __slots__ = ("entries", "logins", "granted", "kept", "expired", "ignored", "invalid")
+    __slots__ = ("entries", "logins", "granted", "kept", "denied", "expired", "ignored", "invalid")
 
     def __init__(self) -> None:
         self.entries = 0
@@ -98,6 +98,8 @@ class Counts:
         self.granted = 0
         self.kept = 0
         """Logins whose address was already authorized as long or longer (a replay)."""
+        self.denied = 0
+        """Logins of a user `pbs-activated deny` has barred: nothing authorized."""
         self.expired = 0
         self.ignored = 0
         self.invalid = 0
@@ -106,6 +108,6 @@ class Counts:
         """The counts in one line, as STATUS shows them."""
         return (
             f"{self.entries} entries, {self.logins} logins: {self.granted} authorized, "
-            f"{self.kept} already authorized, {self.expired} expired, "
+            f"{self.kept} already authorized, {self.denied} denied, {self.expired} expired, "
             f"{self.ignored} ignored, {self.invalid} invalid"
         )

@@ -513,3 +513,21 @@ def test_a_config_under_which_no_login_could_count_stops_the_reader(
         result = run_cli("journal", "--directory", str(journal_dir), config=config, check=False)
         assert result.returncode == 2, journal
         assert "no login could ever count" in result.stderr
+
+
+def test_a_denied_users_login_authorizes_nothing_and_says_so(
+    reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path, audit_sink: AuditSink
+) -> None:
+    """`pbs-activated deny mallory`: her logins, while denied, are one `denied` entry each."""
+    run_cli("deny", "mallory", config=reader.config)
+    authorized_now = run_until_sentinel(
+        reader,
+        redis_server,
+        journal_dir,
+        [dovecot_login("192.0.2.66", user="mallory"), dovecot_login("192.0.2.67", user="alice")],
+    )
+    assert authorized_now == {"192.0.2.67"}
+    entries = [e for e in audit_sink.collect(timeout=2, until=4) if "PBS_EVENT" in e]
+    denied = [e for e in entries if e["PBS_EVENT"] == "denied"]
+    assert [(e["PBS_USER"], e["PBS_CLIENT_ADDRESS"]) for e in denied] == [("mallory", "192.0.2.66")]
+    assert not [e for e in entries if e["PBS_EVENT"] == "login" and e["PBS_USER"] == "mallory"]

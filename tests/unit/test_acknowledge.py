@@ -77,7 +77,8 @@ def test_a_refusal_turning_into_an_outage_and_back_is_said_each_time(
         "Refused by the store",
         "Waiting for Redis",
         "Refused by the store",
-        "Catching up: 0 entries, 0 logins: 0 authorized, 0 already authorized, 0 expired, 0 "
+        "Catching up: 0 entries, 0 logins: 0 authorized, 0 already authorized, 0 denied, 0 "
+        "expired, 0 "
         "ignored, 0 invalid",
     ]
 
