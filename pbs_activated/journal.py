@@ -181,34 +181,31 @@ class LoginReader:
             outcome = GRANTED
         if outcome is None:
             self.counts.expired += 1
-        elif outcome == KEPT:
+            return
+        if outcome == KEPT:
             self.counts.kept += 1
-        elif outcome == DENIED:
+            return
+        via = f"({login.protocol or 'login'} via {unit})"
+        fields = {
+            "PBS_USER": login.user,
+            "PBS_CLIENT_ADDRESS": address,
+            "PBS_SOURCE_UNIT": unit,
+            "PBS_LOGIN_TIME": login_us // 1_000_000,
+        }
+        if outcome == DENIED:
             self.counts.denied += 1
-            audit.send(
-                audit.NOTICE,
-                f"login of {login.user} from {address} authorizes nothing: the user is denied"
-                f" ({login.protocol or 'login'} via {unit})",
-                PBS_EVENT="denied",
-                PBS_USER=login.user,
-                PBS_CLIENT_ADDRESS=address,
-                PBS_SOURCE_UNIT=unit,
-                PBS_LOGIN_TIME=login_us // 1_000_000,
-            )
-        else:
-            self.counts.granted += 1
-            audit.send(
-                audit.INFO,
-                f"authorized {address} for {login.user} until "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(expires_ms / 1000))}"
-                f" ({login.protocol or 'login'} via {unit})",
-                PBS_EVENT="login",
-                PBS_USER=login.user,
-                PBS_CLIENT_ADDRESS=address,
-                PBS_SOURCE_UNIT=unit,
-                PBS_LOGIN_TIME=login_us // 1_000_000,
-                PBS_EXPIRES=expires_ms // 1000,
-            )
+            denied = f"login of {login.user} from {address} authorizes nothing: the user is denied"
+            audit.send(audit.NOTICE, f"{denied} {via}", PBS_EVENT="denied", **fields)
+            return
+        self.counts.granted += 1
+        until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(expires_ms / 1000))
+        audit.send(
+            audit.INFO,
+            f"authorized {address} for {login.user} until {until} {via}",
+            PBS_EVENT="login",
+            PBS_EXPIRES=expires_ms // 1000,
+            **fields,
+        )
 
     def _is_ignored(self, address: str) -> bool:
         ip = ipaddress.ip_address(address)
