@@ -465,3 +465,33 @@ def abort_login(
     (close, quit, cancel-auth, fail-then-quit with a wrong password, tls-close)."""
     args = ["--protocol", protocol, "--source", source, "--how", how, "--user", user]
     return _client(ct, "abort", *args, "--tls", tls)
+
+
+PATIENT_SCRIPT = """\
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mailclient
+mailclient.TIMEOUT = float(sys.argv[2])
+print(json.dumps(mailclient.smtp_try(sys.argv[3], sys.argv[4:], "sender@client.example.test")))
+"""
+
+
+def smtp_try_patient(
+    ct: Container, source: str, rcpts: list[str], timeout: float = 60
+) -> list[tuple[int, str, float]]:
+    """smtp_try with a client that waits `timeout` seconds for each answer, and each
+    RCPT's (code, message, seconds).
+
+    Why: behind a hung policy service Postfix waits its `timeout` per try, twice
+    (smtpd_policy_service_try_limit), before its default_action answers: longer
+    than mailclient's 15 s, though a real client waits minutes (RFC 5321, 4.5.3.2).
+    """
+    argv = [HOST_PYTHON, "-c", PATIENT_SCRIPT, str(MAILCLIENT.parent), str(timeout), source]
+    proc = ct.netns_run([*argv, *rcpts], check=False, timeout=timeout * (len(rcpts) + 2))
+    if proc.returncode != 0:
+        raise RuntimeError(f"smtp from {source} to {rcpts} failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout)
+    return [
+        (int(code), str(message), float(seconds))
+        for (code, message), seconds in zip(result["rcpts"], result["rcpt_seconds"], strict=True)
+    ]
