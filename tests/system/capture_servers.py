@@ -278,6 +278,41 @@ def capture(ct: Container, scenarios: list[Scenario], matches: list[str]) -> Cap
     return captured
 
 
+FACTS = {
+    COURIER.name: """\
+Facts worth knowing (all visible below):
+* Each daemon logs through its own courierlogger (_COMM=courierlogger,
+  SYSLOG_IDENTIFIER pop3d, pop3d-ssl, imapd, imapd-ssl, _TRANSPORT=syslog) from its
+  own unit: courier-pop.service (110, STLS too), courier-pop-ssl.service (995),
+  courier-imap.service (143, STARTTLS too), courier-imap-ssl.service (993).
+  pam_unix's lines come from courier-authdaemon.service.
+* Success: "LOGIN, user=alice, ip=[::ffff:192.0.2.10], port=[46927]" (POP3),
+  "..., protocol=IMAP" (IMAP); 5.2 adds ", stls=1" / ", starttls=1" over TLS.
+  IPv4 clients are written IPv4-mapped, IPv6 ones bare.
+* No login: "LOGIN FAILED, user=..., ip=[...], port=[...]", "LOGIN FAILED,
+  method=PLAIN, ..." (cancelled AUTHENTICATE), "Disconnected, ip=[...]",
+  "LOGOUT, ip=[...]" (no user=); a logged-in session ends "LOGOUT, user=...".
+* The user name is written as the client sent it, before the address.
+""",
+    CYRUS.name: """\
+Facts worth knowing (all visible below):
+* cyrmaster (cyrus-imapd.service) runs every daemon; they log with
+  SYSLOG_IDENTIFIER cyrus/pop3, cyrus/imap, cyrus/pop3s, cyrus/imaps,
+  _TRANSPORT=syslog. pam_unix's lines come from saslauthd.service.
+* Success: "login: [192.0.2.10] alice plaintext User logged in SESSIONID=<...>",
+  "plaintext+TLS" over TLS, the same for POP3 and IMAP; a client with a reverse-DNS
+  name (here from /etc/hosts, serverhost.HOSTILE_NAMES) has it before the address,
+  verbatim: "login: evil[192.0.2.50] [192.0.2.40] alice ...".
+* No login: "badlogin: [addr] plaintext (user) [SASL(-13): ...]" or "... invalid
+  user"; a logged-in session ends "USAGE alice user: ... sys: ..." (pop3d's
+  "counts: ..." comes with or without a login).
+* Not recorded here, seen while writing the set-up: Debian's popminpoll: 1 makes
+  pop3d refuse a second login within a minute *after* it logged "User logged in"
+  (the password was right); the set-up has popminpoll: 0.
+""",
+}
+
+
 def header(ct: Container, server: str, units: tuple[str, ...]) -> str:
     """Where, how and when the entries were captured, and the format."""
     versions = package_versions(ct, *PACKAGES[server], "postfix", "systemd")
@@ -298,7 +333,8 @@ def header(ct: Container, server: str, units: tuple[str, ...]) -> str:
         '"from ADDRESS" is the address of the one successful login. Server addresses',
         "are 192.0.2.1 / 2001:db8::1; pam_unix's failure delay is off.",
     ]
-    return "".join(f"# {line}\n" for line in lines) + "#\n"
+    lines += ["", *FACTS[server].splitlines()]
+    return "".join(f"# {line}".rstrip() + "\n" for line in lines) + "#\n"
 
 
 def capture_target(target: Target) -> Path:
