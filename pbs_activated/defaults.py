@@ -85,8 +85,6 @@ SENTINEL_SERVICE = "pbs"
 SENTINEL_PASSWORD_FILE = ""
 """A file holding the Sentinels' password; empty: the `sentinel-password` credential, else none."""
 
-KEY_PREFIX = "pbs:client:"
-"""Redis keys are KEY_PREFIX + normalised client address; the value is the user name."""
 
 # [authorization]
 LIFETIME = 1800
