@@ -107,6 +107,7 @@ bench:
 	$(PYTHON) bench/run.py
 	$(PYTHON) bench/store_durability.py
 	$(PYTHON) bench/codec.py
+	$(PYTHON) bench/config_refresh.py
 
 # 100 Postfix-like connections for 60 s: no errors, no leftovers, flat memory.
 soak:
