@@ -50,6 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "after_all: runs after every other test of its target (checks its logs)"
     )
     config.addinivalue_line(
+        "markers",
+        "deliberate_faults: breaks the policy service on purpose (test_faults, test_doctor):"
+        " runs after after_all, whose log checks must not see those faults",
+    )
+    config.addinivalue_line(
         "markers", "smoke: runs on every target, smoke-tier ones too (see conftest.py)"
     )
     config.addinivalue_line(
@@ -118,13 +123,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     slots = [index for index, item in enumerate(items) if target_of(item) is not None]
     ordered = sorted(
         (items[index] for index in slots),
-        key=lambda item: (
-            order[str(target_of(item))],
-            item.get_closest_marker("after_all") is not None,
-        ),
+        key=lambda item: (order[str(target_of(item))], phase(item)),
     )
     for index, item in zip(slots, ordered, strict=True):
         items[index] = item
+
+
+def phase(item: pytest.Item) -> int:
+    """A target's tests in three phases: the ordinary ones, after_all's checks of their
+    logs, then the tests that break the service on purpose (their warnings are wanted)."""
+    if item.get_closest_marker("deliberate_faults") is not None:
+        return 2
+    return 1 if item.get_closest_marker("after_all") is not None else 0
 
 
 @pytest.fixture(scope="session")

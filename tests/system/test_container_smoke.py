@@ -22,6 +22,8 @@ from mailhost import (
     store_unit,
 )
 
+from pbs_activated import postfix
+
 pytestmark = pytest.mark.system
 
 DOVECOT = "_SYSTEMD_UNIT=dovecot.service"
@@ -93,7 +95,7 @@ def test_policy_service_helper_changes_relay_answer(mail_host: Container) -> Non
     enable_policy_service(mail_host)
     try:
         restrictions = mail_host.run(["postconf", "-h", "smtpd_relay_restrictions"]).stdout
-        assert "check_policy_service unix:private/pbs-policy, reject_unauth" in restrictions
+        assert f"{postfix.restriction()}, reject_unauth_destination" in restrictions
         [(code, message)] = smtp_try(mail_host, CLIENTS_V4[1], ["someone@remote.test"])
         assert code == 451, message
     finally:

@@ -28,7 +28,7 @@ from product import CONFIG, AddressPool, wait_active, write_config
 
 from pbs_activated import postfix
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.deliberate_faults]
 
 CUSTOM_FORMAT = {
     "2.3": "login_log_format_elements = user=<%u> rip=%r lip=%l\n",

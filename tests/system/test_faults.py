@@ -40,7 +40,7 @@ from product import (
     wait_authorized,
 )
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.deliberate_faults]
 
 REMOTE = "someone@remote.test"
 LOCAL = "bob@example.test"
