@@ -91,13 +91,17 @@ def test_ipv6_login_is_in_journal(mail_host: Container) -> None:
 
 
 def test_policy_service_helper_changes_relay_answer(mail_host: Container) -> None:
-    """With the policy service configured but not yet running, Postfix defers (451)."""
+    """With the policy service configured but not yet running, Postfix defers the relay
+    (450, from default_action=DEFER_IF_REJECT: not 451 for every recipient) and local
+    mail still arrives."""
     enable_policy_service(mail_host)
     try:
         restrictions = mail_host.run(["postconf", "-h", "smtpd_relay_restrictions"]).stdout
         assert f"{postfix.restriction()}, reject_unauth_destination" in restrictions
         [(code, message)] = smtp_try(mail_host, CLIENTS_V4[1], ["someone@remote.test"])
-        assert code == 451, message
+        assert code == 450, message
+        [(code, message)] = smtp_try(mail_host, CLIENTS_V4[1], ["alice@example.test"])
+        assert code == 250, message
     finally:
         disable_policy_service(mail_host)
     [(code, message)] = smtp_try(mail_host, CLIENTS_V4[1], ["someone@remote.test"])
