@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from pbs_activated import resp, sentinel, sockets
+from pbs_activated import resp, sockets
 from pbs_activated.errors import StoreError, StoreUnavailable
 from pbs_activated.keys import client_key
 
@@ -168,6 +168,8 @@ class Lookup:
             connection.deadline = deadline
             self._connection = connection
             return answer
+
+        from pbs_activated import sentinel  # only with Sentinels: a module less per start
 
         return sentinel.discover(settings, deadline, attempt, master_only=False)
 
