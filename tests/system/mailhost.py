@@ -260,10 +260,10 @@ def reconfigure_dovecot(ct: Container, restart: bool = False) -> None:
         wait_for_listeners(ct, (110, 143))
 
 
-@contextlib.contextmanager
-def dovecot_tls(ct: Container) -> Iterator[None]:
-    """Dovecot with TLS (STARTTLS on 110/143, implicit on 995/993) and a fresh
-    self-signed certificate made in the container; plaintext logins stay allowed."""
+def make_certificate(ct: Container, cert: str, key: str, owner: str | None = None) -> None:
+    """A fresh self-signed certificate for mx.example.test (RSA, 7 days) at `cert`, its
+    unencrypted key at `key`, made in the container; given to `owner` ("user:group")
+    when one is named, else left as openssl writes them (root's)."""
     ct.run(
         [
             "openssl",
@@ -277,11 +277,20 @@ def dovecot_tls(ct: Container) -> Iterator[None]:
             "-subj",
             "/CN=mx.example.test",
             "-keyout",
-            TLS_KEY,
+            key,
             "-out",
-            TLS_CERT,
+            cert,
         ]
     )
+    if owner is not None:
+        ct.run(["chown", owner, cert, key])
+
+
+@contextlib.contextmanager
+def dovecot_tls(ct: Container) -> Iterator[None]:
+    """Dovecot with TLS (STARTTLS on 110/143, implicit on 995/993) and a fresh
+    self-signed certificate made in the container; plaintext logins stay allowed."""
+    make_certificate(ct, TLS_CERT, TLS_KEY)
     ct.write_file(TLS_SNIPPET, TLS_CONF[dovecot_version(ct)])
     reconfigure_dovecot(ct, restart=True)
     wait_for_listeners(ct, (993, 995))

@@ -30,6 +30,7 @@ from mailhost import (
     add_addresses,
     add_users,
     configure_postfix,
+    make_certificate,
     store_unit,
     wait_for_listeners,
 )
@@ -158,25 +159,7 @@ def configure_cyrus(ct: Container) -> None:
     for service in ("imap", "pop"):
         ct.write_file(f"/etc/pam.d/{service}", PAM_NODELAY)
     ct.run(["adduser", "--quiet", "cyrus", "sasl"])
-    ct.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=mx.example.test",
-            "-keyout",
-            CYRUS_KEY,
-            "-out",
-            CYRUS_CERT,
-        ]
-    )
-    ct.run(["chown", "cyrus:mail", CYRUS_CERT, CYRUS_KEY])
+    make_certificate(ct, CYRUS_CERT, CYRUS_KEY, owner="cyrus:mail")
     conf = [
         line
         for line in ct.read_file(CYRUS_IMAPD_CONF).splitlines()
