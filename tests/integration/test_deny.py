@@ -153,14 +153,6 @@ def test_list_user_and_json(config_file: Path) -> None:
 # The closed store: who may deny, who may lift one.
 
 
-@pytest.fixture
-def closed_store(tmp_path: Path) -> Iterator[ClosedStore]:
-    closed = ClosedStore(tmp_path)
-    closed.server.start()
-    yield closed
-    closed.server.stop()
-
-
 def test_the_reader_sees_a_deny_through_its_acl_user(closed_store: ClosedStore) -> None:
     closed_store.client(acl.ADMIN_USER).deny("alice")
     reader = closed_store.client(acl.JOURNAL_USER)

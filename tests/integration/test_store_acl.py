@@ -53,14 +53,6 @@ class ClosedStore:
         return Writer(self.settings(user))
 
 
-@pytest.fixture
-def closed_store(tmp_path: Path) -> Iterator[ClosedStore]:
-    closed = ClosedStore(tmp_path)
-    closed.server.start()
-    yield closed
-    closed.server.stop()
-
-
 def test_the_acl_file_holds_hashes_not_secrets(closed_store: ClosedStore) -> None:
     text = closed_store.acl_file.read_text()
     assert all(password not in text for password in closed_store.passwords.values())
