@@ -275,9 +275,12 @@ class AuditSink:
     few entries and then blocks the sender.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, receive_buffer: int | None = None) -> None:
+        """Bind `path` and start draining it; `receive_buffer`: SO_RCVBUF, if not the default."""
         self.path = path
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if receive_buffer is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.socket.bind(str(path))
         self.entries: list[dict[str, str]] = []
         self._thread = threading.Thread(target=self._drain, daemon=True)
@@ -287,10 +290,17 @@ class AuditSink:
         buffer = bytearray(64 << 20)
         while True:
             try:
-                payload, _ = receive_datagram(self.socket, buffer)
+                payload, seals = receive_datagram(self.socket, buffer)
             except OSError:
                 return
-            self.entries.append(decode_entry(payload))
+            self._record(decode_entry(payload), seals)
+
+    def _record(self, entry: dict[str, str], seals: int | None) -> None:
+        """Keep one entry that arrived (`seals`: its memfd's, None for a plain datagram).
+
+        Runs in the draining thread; a subclass that keeps more extends it.
+        """
+        self.entries.append(entry)
 
     def collect(self, timeout: float = 0.5, until: int = 0) -> list[dict[str, str]]:
         """Wait up to `timeout` seconds, or until `until` entries have arrived; return them all."""

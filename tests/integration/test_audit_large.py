@@ -4,13 +4,12 @@ the send buffer raised to fit, else the entry in a sealed memfd passed with SCM_
 from __future__ import annotations
 
 import fcntl
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import decode_entry, receive_datagram
+from support import AuditSink
 
 from pbs_activated import audit
 
@@ -26,41 +25,27 @@ class Received:
         self.seals = seals
 
 
-class FileDescriptorSink:
+class FileDescriptorSink(AuditSink):
     """journald's native socket as far as big entries go: a datagram, or one memfd and no data.
 
     Its receive buffer is as small as the kernel allows: on a unix datagram socket
-    the sender's buffer bounds a datagram, never the receiver's.
+    the sender's buffer bounds a datagram, never the receiver's. Beyond AuditSink,
+    it keeps each entry's seals and signals every arrival.
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-        self.socket.bind(str(path))
-        self.received: list[Received] = []
+        self.received: list[Received] = []  # before AuditSink starts the thread filling it
         self._arrived = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
+        super().__init__(path, receive_buffer=1)
 
-    def _drain(self) -> None:
-        buffer = bytearray(64 << 20)
-        while True:
-            try:
-                payload, seals = receive_datagram(self.socket, buffer)
-            except OSError:
-                return
-            self.received.append(Received(decode_entry(payload), seals))
-            self._arrived.set()
+    def _record(self, entry: dict[str, str], seals: int | None) -> None:
+        super()._record(entry, seals)
+        self.received.append(Received(entry, seals))
+        self._arrived.set()
 
     def wait(self, timeout: float = 10) -> Received:
         assert self._arrived.wait(timeout), "no entry arrived"
         return self.received[-1]
-
-    def close(self) -> None:
-        self.socket.shutdown(socket.SHUT_RDWR)
-        self.socket.close()
-        self._thread.join(timeout=2)
 
 
 @pytest.fixture
