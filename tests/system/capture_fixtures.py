@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -272,20 +272,51 @@ def dovecot_setup(ct: Container, setup: str | None) -> Iterator[None]:
 Captured = list[tuple[str, list[dict[str, Any]], str]]
 
 
+Setup = Callable[[Container, str | None], contextlib.AbstractContextManager[None]]
+"""A server's variations by name (a Scenario's setup), as a context manager undoing it."""
+Collected = TypeVar("Collected")
+
+
+def run_scenarios(
+    ct: Container,
+    scenarios: list[Scenario],
+    setup: Setup,
+    collect: Callable[[Scenario, str], Collected],
+    client_errors: tuple[type[Exception], ...] = (),
+) -> list[Collected]:
+    """Run each scenario, grouped by set-up (each group inside `setup`), and once journald
+    has synced return what `collect(scenario, cursor before it)` made of each.
+
+    A `client_errors` exception ends its scenario, said in the output, not the capture.
+    (capture_servers.py runs its servers' scenarios with this too.)
+    """
+    collected: list[Collected] = []
+    for name in dict.fromkeys(scenario.setup for scenario in scenarios):
+        with setup(ct, name):
+            for scenario in (s for s in scenarios if s.setup == name):
+                cursor = ct.journal_cursor()
+                try:
+                    print(f"{scenario.title}: {scenario.action(ct)}", flush=True)
+                except client_errors as error:  # the client's error is the scenario's end
+                    print(f"{scenario.title}: client error {error}", flush=True)
+                time.sleep(0.5)  # let the daemons, their log process and journald catch up
+                ct.run(["journalctl", "--sync"])
+                collected.append(collect(scenario, cursor))
+    return collected
+
+
 def capture(ct: Container, scenarios: list[Scenario], match: str) -> Captured:
     """Run each scenario (grouped by set-up); return (title, json entries, export text)."""
-    captured: Captured = []
-    setups = list(dict.fromkeys(scenario.setup for scenario in scenarios))
-    for setup in setups:
-        with dovecot_setup(ct, setup):
-            for scenario in (s for s in scenarios if s.setup == setup):
-                cursor = ct.journal_cursor()
-                print(f"{scenario.title}: {scenario.action(ct)}", flush=True)
-                time.sleep(0.5)  # let the log process and journald catch up
-                ct.run(["journalctl", "--sync"])
-                entries = ct.journal(match, after_cursor=cursor)
-                captured.append((scenario.title, entries, export_entries(ct, match, cursor)))
-    return captured
+    return run_scenarios(
+        ct,
+        scenarios,
+        dovecot_setup,
+        lambda scenario, cursor: (
+            scenario.title,
+            ct.journal(match, after_cursor=cursor),
+            export_entries(ct, match, cursor),
+        ),
+    )
 
 
 def export_entries(ct: Container, match: str, cursor: str) -> str:

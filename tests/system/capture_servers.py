@@ -46,6 +46,7 @@ from capture_fixtures import (  # noqa: E402
     imap,
     package_versions,
     pop3,
+    run_scenarios,
 )
 from container import COURIER, CYRUS, TARGETS, Container, Target  # noqa: E402
 from serverhost import (  # noqa: E402
@@ -263,19 +264,13 @@ Captured = list[tuple[str, list[dict[str, Any]]]]
 
 def capture(ct: Container, scenarios: list[Scenario], matches: list[str]) -> Captured:
     """Run each scenario (grouped by set-up); return (title, json entries) for each."""
-    captured: Captured = []
-    for setup in dict.fromkeys(scenario.setup for scenario in scenarios):
-        with server_setup(ct, setup):
-            for scenario in (s for s in scenarios if s.setup == setup):
-                cursor = ct.journal_cursor()
-                try:
-                    print(f"{scenario.title}: {scenario.action(ct)}", flush=True)
-                except RuntimeError as error:  # the client's error is the scenario's end
-                    print(f"{scenario.title}: client error {error}", flush=True)
-                time.sleep(0.5)  # let the daemons and journald catch up
-                ct.run(["journalctl", "--sync"])
-                captured.append((scenario.title, ct.journal(*matches, after_cursor=cursor)))
-    return captured
+    return run_scenarios(
+        ct,
+        scenarios,
+        server_setup,
+        lambda scenario, cursor: (scenario.title, ct.journal(*matches, after_cursor=cursor)),
+        client_errors=(RuntimeError,),
+    )
 
 
 FACTS = {
