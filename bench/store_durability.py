@@ -57,7 +57,8 @@ def start(directory: Path, options: list[str]) -> subprocess.Popen[bytes]:
 def logins_per_second(socket_path: Path, count: int, first: int) -> float:
     """Write `count` logins (distinct addresses) one by one; return the rate."""
     from pbs_activated import keys
-    from pbs_activated.config import RedisSettings, parse_redis_url
+    from pbs_activated.config import RedisSettings
+    from pbs_activated.storeurl import parse_redis_url
     from pbs_activated.writer import Writer
 
     settings = RedisSettings()

@@ -12,11 +12,12 @@ import os
 import sys
 
 from pbs_activated import acl, addresses, audit, defaults, keys
-from pbs_activated.config import Config, ConfigError, RedisSettings, parse_redis_url, read_secret
+from pbs_activated.config import Config, ConfigError, RedisSettings, read_secret
 from pbs_activated.decision import decide
 from pbs_activated.errors import StoreError
 from pbs_activated.lookup import Lookup
 from pbs_activated.protocol import Request
+from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import DENIED, GRANTED, Writer
 
 EXIT_NOPERM = 77

@@ -1,13 +1,15 @@
 """The configuration: its sections as settings objects, and how a file becomes a Config.
 
 Which sections and keys exist, how each is checked and what it defaults to is
-declared once, in configtable.TABLE; `apply` is driven by it, and the rules
-that tie keys together (a URL parsed into an address, a password file read,
-replication bounded by the timeout) follow it here. The file is read by
-configfile; the URL and the secrets by storeaccess.
+declared once, in configtable.TABLE; configcheck applies it to a freshly parsed
+file, with the rules that tie keys together (a URL parsed into an address,
+replication bounded by the timeout). The file and the cache of its checked
+settings are configfile's. The secrets the settings name are read here, on
+every load, and never cached.
 
 The policy handler loads this on every Postfix connection: plain classes, and
-nothing imported that the handler would not import anyway.
+on a start that finds the file's settings cached, none of configcheck, the
+table or the URL parser.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from __future__ import annotations
 import os
 
 from pbs_activated import defaults
-from pbs_activated.configfile import CACHE_FILE, ConfigError, read_tables
-from pbs_activated.storeaccess import parse_redis_url, read_secret, resolve_secrets
+from pbs_activated.configfile import CACHE_FILE, ConfigError, read_checked
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -31,12 +32,8 @@ __all__ = [
     "PolicySettings",
     "SECTIONS",
     "RedisSettings",
-    "apply",
-    "apply_redis",
     "config_path",
     "load",
-    "parse_networks",
-    "parse_redis_url",
     "read_secret",
     "resolve_secrets",
 ]
@@ -84,7 +81,8 @@ class RedisSettings:
         self.sentinel_password = ""
         self.min_replicas: int | None = None  # None: "auto", one replica if any is online
         # The keys `password_file`, `sentinel_password_file` and `min_replicas_acknowledged`
-        # have no attribute of their own: apply_redis turns them into the ones above.
+        # have no attribute of their own: configcheck.apply_redis and read_secrets turn them
+        # into the ones above.
         self.replication_timeout = defaults.REPLICATION_TIMEOUT
         self.tls_ca_file = defaults.TLS_CA_FILE
         self.tls_cert_file = defaults.TLS_CERT_FILE
@@ -115,9 +113,12 @@ class AuthorizationSettings:
     def networks(self) -> list[IPv4Network | IPv6Network]:
         """`ignore` as networks, for the reader; a bad one is a ConfigError naming it.
 
-        A loaded file's networks were checked when it was parsed (`check_parsed`),
-        so this only fails for a value set by hand. The handler never calls it.
+        A loaded file's networks were checked when it was parsed
+        (configcheck.check_networks), so this only fails for a value set by
+        hand. The handler never calls it.
         """
+        from pbs_activated.configcheck import parse_networks  # the reader's, once
+
         return parse_networks(self.ignore)
 
 
@@ -194,117 +195,91 @@ def config_path(option: str | None = None) -> str:
 def load(path: str) -> Config:
     """Read and check the configuration file; a missing file means defaults."""
     config = Config(path)
-    apply(config, read_tables(path, check_parsed))
-    resolve_secrets(config.redis)
+    checked = read_checked(path, lambda tables: _check(path, tables))
+    for section in SECTIONS:
+        settings = getattr(config, section)
+        for name, value in checked[section].items():
+            setattr(settings, name, value)
+    read_secrets(config.redis, checked["secret files"])
     return config
 
 
-def check_parsed(tables: dict[str, object]) -> None:
-    """The checks made once per change of the file, when it is parsed (configfile.read_tables).
+def _check(path: str, tables: dict[str, object]) -> dict[str, dict[str, object]]:
+    """What a freshly parsed file means (configcheck: imported only for a fresh parse)."""
+    from pbs_activated import configcheck
 
-    `[authorization] ignore` needs `ipaddress`, 3 ms of imports that the
-    handler would otherwise pay on every connection for a value only the reader
-    uses; checked here, a broken network is reported by every component that
-    loads the file, and a file with one is never cached. Values of the wrong
-    type are left to `apply`, which reports them on every load.
+    return configcheck.checked(Config(path), tables)
+
+
+def read_secrets(settings: RedisSettings, files: dict[str, object]) -> None:
+    """Read the secrets the settings name, on every load: they are never cached.
+
+    A `password_file` wins over a password in the URL, then the unit's own user
+    and credentials have their say (`resolve_secrets`).
     """
-    authorization = tables.get("authorization")
-    if isinstance(authorization, dict):
-        ignore = authorization.get("ignore")
-        if isinstance(ignore, list) and all(isinstance(text, str) for text in ignore):
-            parse_networks(ignore)
-
-
-def parse_networks(texts: tuple[str, ...] | list[str]) -> list[IPv4Network | IPv6Network]:
-    """Parse `[authorization] ignore`; a bad entry is a ConfigError naming it."""
-    import ipaddress  # only when a file is parsed, and in the reader
-
-    networks = []
-    for text in texts:
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ConfigError(f"[authorization] ignore: not a network: {text!r}") from None
-    return networks
-
-
-def apply(config: Config, tables: dict[str, object]) -> None:
-    """Check the parsed TOML tables and set them on `config`; unknown keys are errors.
-
-    An unknown key is almost always a typo (`lifetme = 60`) whose silent default
-    would surprise the administrator, so it is refused with its name.
-    """
-    for name in tables:
-        if name not in SECTIONS:
-            raise ConfigError(f"{config.path}: unknown section [{name}]")
-    apply_redis(_section(tables, "redis", config.path), config.redis)
-    for name in SECTIONS[1:]:
-        _apply_keys(_section(tables, name, config.path), name, getattr(config, name))
-
-
-def _apply_keys(table: dict[str, object], section: str, settings: object) -> None:
-    """Check each key of one section against configtable.TABLE and set its attribute."""
-    if not table:  # the file as shipped has its sections' headers and no key
-        return
-    # Imported only for a file that sets a key: otherwise the handler saves its ~100 us.
-    # (`import ... as` costs 0.2 us once loaded, `from ... import` three times that.)
-    import pbs_activated.configtable as configtable
-
-    keys = configtable.TABLE[section]
-    for name, value in table.items():
-        key = keys.get(name)
-        if key is None:
-            raise ConfigError(f"[{section}] unknown key {name!r}")
-        checked = key[0](value, section, name, key[2])
-        if name not in configtable.SET_BY_RULES:
-            setattr(settings, name, checked)
-
-
-def apply_redis(redis: dict[str, object], settings: RedisSettings) -> None:
-    """Check the `[redis]` table and set it on `settings`."""
-    _apply_keys(redis, "redis", settings)
-    parse_redis_url(settings.url, settings)
-    path = redis.get("password_file")
+    path = files.get("password_file")
     if path:
         settings.password = read_secret(str(path))
-    path = redis.get("sentinel_password_file")
+    path = files.get("sentinel_password_file")
     if path is not None:
         settings.sentinel_password = read_secret(str(path)) if path else ""
-    apply_replication(redis, settings)
-    if settings.tls_key_file and not settings.tls_cert_file:
-        # A certificate without a key file is fine: the key may follow it in the same PEM.
-        raise ConfigError("[redis] tls_key_file needs tls_cert_file")
-    if settings.sentinels and settings.unix_path:
-        if settings.url != defaults.REDIS_URL:
-            raise ConfigError("[redis] sentinels hand out TCP addresses: url must not be unix://")
-        parse_redis_url(defaults.SENTINEL_URL, settings)  # not the package's unix socket
+    resolve_secrets(settings)
 
 
-def apply_replication(redis: dict[str, object], settings: RedisSettings) -> None:
-    """Set how many replicas must confirm a write, and how long to wait for them.
+def read_secret(path: str) -> str:
+    """Return the first line of a secret file (a password file or a systemd credential)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().rstrip("\r\n")
+    except OSError as error:
+        raise ConfigError(f"cannot read secret {path}: {error.strerror}") from None
 
-    "auto" with Sentinels is one: Sentinels always mean replicas, and a replica
-    in its first full sync is not online, so waiting only for the replicas the
-    master reports online would acknowledge writes that no other server holds
-    (25 of 43 grants were lost so at a failover). Without Sentinels, "auto" is
-    left to the store (min_replicas None): one whenever one is online.
+
+def resolve_secrets(settings: RedisSettings) -> None:
+    """Take the user and passwords from the unit: its environment or systemd credentials.
+
+    With component users, a unit names its ACL user, so one config file serves
+    the handler, the reader and the CLI, each with its own rights, in one of
+    two ways. A long-lived service gets credentials
+    (`SetCredential=store-user:pbs-journal`,
+    `LoadCredential=store-password:/etc/pbs-activated/secrets/pbs-journal`),
+    which put a root-only secret where only that service can read it. The
+    per-connection handler cannot afford them: systemd builds a credentials
+    directory at every start, which made a storm of 200 new connections take
+    99 s instead of 9 s (systemd 252). Its unit names the user and a secret
+    file in its environment instead (`PBS_ACTIVATED_STORE_USER`,
+    `PBS_ACTIVATED_STORE_PASSWORD_FILE`); that secret only lets one read, and
+    only the services' group can read it.
     """
-    count = redis.get("min_replicas_acknowledged", defaults.MIN_REPLICAS_ACKNOWLEDGED)
-    if count == "auto":
-        settings.min_replicas = 1 if settings.sentinels else None
-    else:
-        assert isinstance(count, int)  # configtable.replicas checked it
-        settings.min_replicas = count
-    # WAIT blocks the connection: the socket must not time out before Redis answers.
-    if "replication_timeout" in redis:
-        if settings.replication_timeout >= settings.timeout:
-            raise ConfigError("[redis] replication_timeout must be shorter than timeout")
-    else:
-        settings.replication_timeout = min(defaults.REPLICATION_TIMEOUT, settings.timeout / 2)
+    directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    if settings.component_users():
+        _component_user(settings, directory)
+    if not directory:
+        return
+    for credential, attribute in (
+        (defaults.REDIS_CREDENTIAL, "password"),
+        (defaults.SENTINEL_CREDENTIAL, "sentinel_password"),
+    ):
+        path = os.path.join(directory, credential)
+        if not getattr(settings, attribute) and os.path.exists(path):
+            setattr(settings, attribute, read_secret(path))
+    key_path = os.path.join(directory, defaults.REDIS_TLS_KEY_CREDENTIAL)
+    if settings.tls_cert_file and not settings.tls_key_file and os.path.exists(key_path):
+        settings.tls_key_file = key_path  # ssl reads it by path: the credential's own file
 
 
-def _section(tables: dict[str, object], name: str, path: str) -> dict[str, object]:
-    value = tables.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    return value
+def _component_user(settings: RedisSettings, directory: str) -> None:
+    """The unit's own ACL user: from its credentials if it has them, else its environment."""
+    user_path = os.path.join(directory, defaults.STORE_USER_CREDENTIAL) if directory else ""
+    if user_path and os.path.exists(user_path):
+        settings.username = read_secret(user_path)
+        password_path = os.path.join(directory, defaults.STORE_PASSWORD_CREDENTIAL)
+        if os.path.exists(password_path):
+            settings.password = read_secret(password_path)
+        return
+    user = os.environ.get(defaults.STORE_USER_ENVIRONMENT)
+    if user:
+        settings.username = user
+        password_file = os.environ.get(defaults.STORE_PASSWORD_FILE_ENVIRONMENT)
+        if password_file:
+            settings.password = read_secret(password_file)

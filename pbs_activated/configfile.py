@@ -1,17 +1,23 @@
-"""Reading the configuration file: its bytes, their TOML, and a cache of the parse.
+"""Reading the configuration file: its bytes, their TOML, and a cache of what they mean.
 
 The policy handler reads the file on every Postfix connection, so this module
 imports `tomllib` only when there is a file to parse, and even then only when
-its parse is not cached (see `read_tables`). What the keys mean is config's.
+its checked parse is not cached (see `read_checked`). What the keys mean is
+config's and configcheck's.
 """
 
 from __future__ import annotations
 
 import os
 
+from pbs_activated import __version__
+
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -19,41 +25,40 @@ class ConfigError(ValueError):
 
 
 CACHE_FILE = "config.marshal"
-"""The parsed file's name in the handler's cache directory (see `read_tables`)."""
+"""The parsed file's name in the handler's cache directory (see `read_checked`)."""
 
 CACHE_DIRECTORY_ENVIRONMENT = ("CACHE_DIRECTORY", "RUNTIME_DIRECTORY")
 """Where systemd tells a unit with CacheDirectory= or RuntimeDirectory= its directory."""
 
-CACHE_FORMAT = "pbs-activated config cache 2"
+CACHE_FORMAT = "pbs-activated config cache 3"
 """Changes whenever what is cached changes meaning, so an old cache is never trusted.
 
-2: a cached parse has passed the parse-time checks (`read_tables`'s `check`)."""
+2: a cached parse has passed the parse-time checks. 3: what is cached is the
+checked settings (`read_checked`'s `check`), for one version of the package."""
 
 
-def read_tables(path: str, check: Callable[[dict[str, object]], None]) -> dict[str, object]:
-    """Return the file's TOML tables, parsed or from the cache of the last parse.
+def read_checked(path: str, check: Callable[[dict[str, object]], T]) -> T:
+    """Return `check` of the file's TOML tables: cached from the last parse, or made now.
 
     Why a cache: the handler starts once per Postfix connection, and `tomllib`
     with what it imports (re, string, typing...) costs about 11 ms on this
     machine class, more than the rest of the handler's imports together, as soon
-    as the file holds one uncommented key (every real site sets `url`). Parsing
-    it once and keeping the result in marshal's format costs one stat and one
-    small read per connection instead; `marshal` is built into the interpreter
-    and already loaded, like the importer's .pyc files that use it.
+    as the file holds one uncommented key (every real site sets `url`). And
+    checking the tables against configtable costs the modules that hold the
+    table and the URL parser. So the file is parsed and checked once, and what
+    `check` made of it (the settings, in marshal's types) is kept: a start costs
+    one stat and one small read instead. `marshal` is built into the
+    interpreter and already loaded, like the importer's .pyc files that use it.
 
     Why it is correct: the cache is keyed, as a .pyc is, on the file's identity
     and change times (path, inode, size, mtime and ctime in nanoseconds), taken
     *before* the file is read, so an edit racing a parse can only make the next
-    start parse again, never keep an old parse. An editor replacing the file, a
-    chmod, a touch or a `cp` all change the key. Only the parsed tables are
-    cached: `apply` still checks every value on every start and secrets are read
-    from their files each time, so a rotated password or credential is seen at
-    once. A broken file is never cached and keeps being reported.
-
-    `check` runs on every fresh parse, before it is cached: the checks too
-    costly for every start (one needs `ipaddress`, 3 ms of imports) are made
-    once per change of the file, and a file that fails them is never cached,
-    so a cached parse has passed them.
+    start parse again, never keep an old parse; and on the package's version,
+    since what `check` makes of a file is the code's to say. An editor
+    replacing the file, a chmod, a touch or a `cp` all change the key. A file
+    that fails `check` is never cached and keeps being reported. Secrets are not
+    `check`'s: the caller reads them on every start, so a rotated password or
+    credential is seen at once.
 
     Why there: the directory systemd gives the unit ($CACHE_DIRECTORY from
     CacheDirectory=, else $RUNTIME_DIRECTORY), private to the service's user,
@@ -65,27 +70,26 @@ def read_tables(path: str, check: Callable[[dict[str, object]], None]) -> dict[s
     try:
         status = os.stat(path)
     except FileNotFoundError:
-        return {}
+        return check({})
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror}") from None
-    key = (path, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    key = (path, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns, __version__)
     cache = _cache_file()
     if cache:
         cached = _read_cache(cache, key)
         if cached is not None:
-            return cached
+            return cached  # type: ignore[return-value]
     try:
         with open(path, "rb") as file:
             content = file.read()
     except FileNotFoundError:
-        return {}
+        return check({})
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror}") from None
-    tables = parse_tables(content, path)
-    check(tables)
+    checked = check(parse_tables(content, path))
     if cache:
-        _write_cache(cache, key, tables)
-    return tables
+        _write_cache(cache, key, checked)
+    return checked
 
 
 def parse_tables(content: bytes, path: str) -> dict[str, object]:
@@ -135,7 +139,7 @@ def _cache_file() -> str:
 
 
 def _read_cache(cache: str, key: tuple[object, ...]) -> dict[str, object] | None:
-    """Return the cached tables if the cache was written for exactly `key`, else None."""
+    """Return what was cached if the cache was written for exactly `key`, else None."""
     import marshal  # built in and already loaded by the importer: costs nothing
 
     try:
@@ -154,14 +158,13 @@ def _read_cache(cache: str, key: tuple[object, ...]) -> dict[str, object] | None
     return None
 
 
-def _write_cache(cache: str, key: tuple[object, ...], tables: dict[str, object]) -> None:
-    """Store a parse, atomically: concurrent handlers each rename a whole file into place."""
+def _write_cache(cache: str, key: tuple[object, ...], checked: object) -> None:
+    """Store a checked parse atomically: concurrent handlers each rename a whole file in place."""
     import marshal
 
     try:
-        # TOML's values are marshal's types, but for dates and times: those raise.
-        payload = marshal.dumps((CACHE_FORMAT, key, tables))  # type: ignore[arg-type]
-    except ValueError:  # a TOML date or time: not marshalable, so never cached
+        payload = marshal.dumps((CACHE_FORMAT, key, checked))  # type: ignore[arg-type]
+    except ValueError:  # not in marshal's types: never cached
         return
     temporary = f"{cache}.{os.getpid()}.tmp"
     try:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 
 from pbs_activated import keys
-from pbs_activated.config import Config, RedisSettings, parse_redis_url
+from pbs_activated.config import Config, RedisSettings
 from pbs_activated.errors import StoreError
+from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
 
 EXIT_SOURCE_UNAVAILABLE = 3

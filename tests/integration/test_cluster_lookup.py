@@ -18,8 +18,9 @@ import pytest
 from cluster import Cluster, Server, free_port
 
 from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings, parse_redis_url
+from pbs_activated.config import RedisSettings
 from pbs_activated.lookup import Lookup
+from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
 
 ADDRESS = "192.0.2.10"

@@ -19,8 +19,9 @@ from cluster import Cluster, Server, Tls
 from support import PYTHON, REPO, AuditSink, write_config
 
 from pbs_activated import errors, keys
-from pbs_activated.config import RedisSettings, load, parse_redis_url
+from pbs_activated.config import RedisSettings, load
 from pbs_activated.lookup import Lookup
+from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
 
 PASSWORD = "redis-secret"

@@ -19,7 +19,8 @@ from support import AuditSink, RedisServer, run_cli
 from test_store_acl import ClosedStore
 
 from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings, parse_redis_url
+from pbs_activated.config import RedisSettings
+from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import DENIED, GRANTED, KEPT, Writer
 
 

@@ -29,9 +29,10 @@ from support import PYTHON, REPO, AuditSink, RedisServer, run_cli, write_config
 
 from pbs_activated import defaults, keys
 from pbs_activated.addresses import normalize
-from pbs_activated.config import RedisSettings, parse_redis_url
+from pbs_activated.config import RedisSettings
 from pbs_activated.errors import StoreUnavailable
 from pbs_activated.lookup import Lookup
+from pbs_activated.storeurl import parse_redis_url
 
 TIMEOUT = 0.5
 """`[redis] timeout` of these tests: short, so that a hung Redis costs the suite little."""

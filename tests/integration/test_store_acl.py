@@ -19,8 +19,9 @@ import redis
 from support import PYTHON, REPO, RedisServer, run_cli, write_config
 
 from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings, parse_redis_url
+from pbs_activated.config import RedisSettings
 from pbs_activated.lookup import Lookup
+from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
 
 NOBODY = 65534

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated import defaults
+from pbs_activated import configfile, defaults
 from pbs_activated.config import CACHE_FILE, ConfigError, load
 
 PYTHON = "/usr/bin/python3"
@@ -30,11 +30,11 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def imports(config: Path, environment: dict[str, str], module: str) -> bool:
-    """Load `config` in a fresh handler-like interpreter; tell whether `module` was imported."""
+def imports(config: Path, environment: dict[str, str], *modules: str) -> bool:
+    """Load `config` in a fresh handler-like interpreter; tell whether it imported all `modules`."""
     code = (
         f"import sys; sys.path.append({str(REPO)!r}); from pbs_activated.config import load; "
-        f"load({str(config)!r}); print({module!r} in sys.modules)"
+        f"load({str(config)!r}); print(all(m in sys.modules for m in {modules!r}))"
     )
     result = subprocess.run(
         [PYTHON, "-I", "-S", "-c", code],
@@ -122,13 +122,60 @@ def test_a_broken_file_is_never_cached(tmp_path: Path, cache_directory: Path) ->
     assert not (cache_directory / CACHE_FILE).exists()
 
 
-def test_values_are_checked_on_every_load_even_when_cached(
+def test_a_refused_value_is_refused_on_every_load_and_never_cached(
     tmp_path: Path, cache_directory: Path
 ) -> None:
     config = write(tmp_path / "c.toml", "[authorization]\nlifetime = 0\n")
     for _ in range(2):
         with pytest.raises(ConfigError, match="lifetime"):
             load(str(config))
+    assert not (cache_directory / CACHE_FILE).exists()
+
+
+def test_a_cached_file_is_read_without_its_checks(tmp_path: Path, cache_directory: Path) -> None:
+    """The table, its checks and the URL parser run once per change of the file."""
+    config = write(tmp_path / "c.toml", '[redis]\nurl = "redis://192.0.2.1:6390/0"\n')
+    environment = {"CACHE_DIRECTORY": str(cache_directory)}
+    modules = ["pbs_activated.configtable", "pbs_activated.configcheck", "pbs_activated.storeurl"]
+    assert imports(config, environment, *modules)
+    for module in modules:
+        assert not imports(config, environment, module)
+
+
+def test_a_cached_load_equals_a_fresh_one(tmp_path: Path, cache_directory: Path) -> None:
+    """Every setting, whichever way it was set: a key, the URL, a rule, a default."""
+    config = write(
+        tmp_path / "c.toml",
+        '[redis]\nurl = "rediss://u:p%40ss@192.0.2.1:6390/3"\ntimeout = 4\n'
+        'sentinels = ["192.0.2.5", "[2001:db8::5]:26380"]\n'
+        '[authorization]\nignore = ["10.0.0.0/8"]\n[policy]\nauthorized = "OK relayed"\n'
+        '[journal]\nservers = ["courier"]\n',
+    )
+
+    def settings(section: object) -> dict[str, object]:
+        return {name: getattr(section, name) for name in type(section).__slots__}
+
+    fresh, cached = load(str(config)), load(str(config))
+    assert (cache_directory / CACHE_FILE).exists()
+    for section in ("redis", "authorization", "policy", "journal"):
+        assert settings(getattr(cached, section)) == settings(getattr(fresh, section))
+    assert cached.redis.sentinels == (("192.0.2.5", 26379), ("2001:db8::5", 26380))
+    assert cached.redis.min_replicas == 1 and cached.redis.replication_timeout == 0.5
+
+
+def test_a_cache_of_another_package_version_is_parsed_again(
+    tmp_path: Path, cache_directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the checks make of a file is the code's to say: an upgrade checks it again."""
+    config = write(tmp_path / "c.toml", "[authorization]\nlifetime = 600\n")
+    monkeypatch.setattr(configfile, "__version__", "0.0.1")
+    assert load(str(config)).authorization.lifetime == 600
+    cached = marshal.loads((cache_directory / CACHE_FILE).read_bytes())
+    cached[2]["authorization"]["lifetime"] = 1  # what the old version would have made of it
+    (cache_directory / CACHE_FILE).write_bytes(marshal.dumps(cached))
+    assert load(str(config)).authorization.lifetime == 1
+    monkeypatch.undo()
+    assert load(str(config)).authorization.lifetime == 600
 
 
 def test_secrets_are_read_on_every_load(tmp_path: Path, cache_directory: Path) -> None:
@@ -164,16 +211,17 @@ def test_a_cached_file_is_read_without_ipaddress(tmp_path: Path, cache_directory
     assert not imports(config, environment, "ipaddress")
 
 
-def test_a_cache_of_the_previous_format_is_parsed_again(
-    tmp_path: Path, cache_directory: Path
+@pytest.mark.parametrize("format_", [1, 2])
+def test_a_cache_of_a_previous_format_is_parsed_again(
+    tmp_path: Path, cache_directory: Path, format_: int
 ) -> None:
-    """Format 1 cached files whose networks were never checked."""
+    """Format 1 cached files whose networks were never checked, 2 their unchecked tables."""
     config = write(tmp_path / "c.toml", '[authorization]\nignore = ["10.0.0.0/33"]\n')
     status = config.stat()
     key = (str(config), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
     tables = {"authorization": {"ignore": ["10.0.0.0/33"]}}
     (cache_directory / CACHE_FILE).write_bytes(
-        marshal.dumps(("pbs-activated config cache 1", key, tables))
+        marshal.dumps((f"pbs-activated config cache {format_}", key, tables))
     )
     with pytest.raises(ConfigError, match="not a network"):
         load(str(config))

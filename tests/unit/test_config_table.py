@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import SECTIONS, Config, ConfigError, apply, load
+from pbs_activated.config import SECTIONS, Config, ConfigError, load
+from pbs_activated.configcheck import apply
 from pbs_activated.configtable import SET_BY_RULES, TABLE, number_text
 
 KEYS = [(section, name) for section, keys in TABLE.items() for name in keys]

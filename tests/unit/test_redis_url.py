@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from pbs_activated import defaults
-from pbs_activated.config import ConfigError, RedisSettings, apply_redis, load, parse_redis_url
+from pbs_activated.config import ConfigError, RedisSettings, load
+from pbs_activated.configcheck import apply_redis
+from pbs_activated.storeurl import parse_redis_url
 
 
 def parsed(url: str) -> RedisSettings:

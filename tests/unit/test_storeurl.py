@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pbs_activated.config import ConfigError, RedisSettings
-from pbs_activated.storeaccess import parse_redis_url
+from pbs_activated.storeurl import parse_redis_url
 
 
 def parsed(url: str) -> RedisSettings:

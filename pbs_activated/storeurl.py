@@ -1,17 +1,12 @@
-"""Where the store is and how a component logs in to it: `[redis] url` and the secrets.
+"""Where the store is: `[redis] url` and `host:port`, parsed into RedisSettings.
 
-The URL is parsed by hand, in the forms redis-py and redis-cli know, since
-`urllib.parse` costs the policy handler milliseconds of imports on every
-connection. Secrets come from files, the unit's systemd credentials or its
-environment, and are read on every load, never cached (see
-configfile.read_tables), so a rotated password or credential is seen at the
-next start. One module for both: the handler needs both on every start, and
-each module it imports costs it about 50 us.
+Parsed by hand, in the forms redis-py and redis-cli know, since `urllib.parse`
+costs milliseconds of imports. Only a fresh parse of the file needs this
+(configcheck): a handler that finds the file's settings cached never imports
+it. The secrets the settings name are config's.
 """
 
 from __future__ import annotations
-
-import os
 
 from pbs_activated import defaults
 from pbs_activated.configfile import ConfigError
@@ -108,62 +103,3 @@ def _unquote(text: str) -> str:
         except ValueError:
             decoded.extend(b"%" + part.encode())
     return decoded.decode("utf-8", "replace")
-
-
-def read_secret(path: str) -> str:
-    """Return the first line of a secret file (a password file or a systemd credential)."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            return file.readline().rstrip("\r\n")
-    except OSError as error:
-        raise ConfigError(f"cannot read secret {path}: {error.strerror}") from None
-
-
-def resolve_secrets(settings: RedisSettings) -> None:
-    """Take the user and passwords from the unit: its environment or systemd credentials.
-
-    With component users, a unit names its ACL user, so one config file serves
-    the handler, the reader and the CLI, each with its own rights, in one of
-    two ways. A long-lived service gets credentials
-    (`SetCredential=store-user:pbs-journal`,
-    `LoadCredential=store-password:/etc/pbs-activated/secrets/pbs-journal`),
-    which put a root-only secret where only that service can read it. The
-    per-connection handler cannot afford them: systemd builds a credentials
-    directory at every start, which made a storm of 200 new connections take
-    99 s instead of 9 s (systemd 252). Its unit names the user and a secret
-    file in its environment instead (`PBS_ACTIVATED_STORE_USER`,
-    `PBS_ACTIVATED_STORE_PASSWORD_FILE`); that secret only lets one read, and
-    only the services' group can read it.
-    """
-    directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
-    if settings.component_users():
-        _component_user(settings, directory)
-    if not directory:
-        return
-    for credential, attribute in (
-        (defaults.REDIS_CREDENTIAL, "password"),
-        (defaults.SENTINEL_CREDENTIAL, "sentinel_password"),
-    ):
-        path = os.path.join(directory, credential)
-        if not getattr(settings, attribute) and os.path.exists(path):
-            setattr(settings, attribute, read_secret(path))
-    key_path = os.path.join(directory, defaults.REDIS_TLS_KEY_CREDENTIAL)
-    if settings.tls_cert_file and not settings.tls_key_file and os.path.exists(key_path):
-        settings.tls_key_file = key_path  # ssl reads it by path: the credential's own file
-
-
-def _component_user(settings: RedisSettings, directory: str) -> None:
-    """The unit's own ACL user: from its credentials if it has them, else its environment."""
-    user_path = os.path.join(directory, defaults.STORE_USER_CREDENTIAL) if directory else ""
-    if user_path and os.path.exists(user_path):
-        settings.username = read_secret(user_path)
-        password_path = os.path.join(directory, defaults.STORE_PASSWORD_CREDENTIAL)
-        if os.path.exists(password_path):
-            settings.password = read_secret(password_path)
-        return
-    user = os.environ.get(defaults.STORE_USER_ENVIRONMENT)
-    if user:
-        settings.username = user
-        password_file = os.environ.get(defaults.STORE_PASSWORD_FILE_ENVIRONMENT)
-        if password_file:
-            settings.password = read_secret(password_file)
