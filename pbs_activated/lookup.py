@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from pbs_activated import resp, sockets
+from pbs_activated import resp
 from pbs_activated.errors import StoreError, StoreUnavailable
 from pbs_activated.keys import client_key
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     class Lookups(Protocol):
         """What answering needs of the store: Lookup, or BrokenConfigLookup."""
 
+        def connect(self) -> None: ...
         def user_for(self, address: str) -> str | None: ...
         def users_for(self, addresses: list[str]) -> list[str | None]: ...
         def prefetch(self, addresses: list[str]) -> None: ...
@@ -51,6 +52,31 @@ class Lookup:
         self._deadline = 0.0
         self._asked: list[str] = []
         """Keys of the GET or MGET `prefetch` sent, whose reply has not been read."""
+
+    def connect(self) -> None:
+        """Open the connection and send the login now; their replies come with the first question's.
+
+        A handler starts as Postfix connects, and Redis answers a login in about
+        the time the handler takes to read and parse Postfix's first request:
+        sent first, the login costs that request no round trip of its own
+        (docs/performance.md). Only to a unix socket without Sentinels, whose
+        connect succeeds or fails at once: a store that is down costs nothing
+        here, and the first lookup meets it (and reports it) as it would have.
+        """
+        settings = self.settings
+        if self._connection is not None or settings.sentinels or not settings.unix_path:
+            return
+        deadline = time.monotonic() + settings.timeout
+        try:
+            connection = _unix(settings, deadline)
+        except OSError:
+            return
+        try:
+            connection.send_login(settings.username, settings.password, settings.db)
+        except (OSError, StoreError):
+            connection.close()
+            return
+        self._connection = connection
 
     def prefetch(self, addresses: list[str]) -> None:
         """Ask for these addresses now and take the reply in `user_for`/`users_for`.
@@ -152,8 +178,7 @@ class Lookup:
         settings = self.settings
         if not settings.sentinels:
             if settings.unix_path:
-                sock, armed = sockets.open_unix(settings.unix_path, deadline)
-                self._connection = _logged_in(resp.Connection(sock, armed, deadline), settings)
+                self._connection = _logged_in(_unix(settings, deadline), settings)
             else:
                 self._connection = self._server(settings.host, settings.port, deadline)
             return question(self._connection, argument)
@@ -174,8 +199,14 @@ class Lookup:
         return sentinel.discover(settings, deadline, attempt, master_only=False)
 
     def _server(self, host: str, port: int, deadline: float) -> resp.Connection:
+        from pbs_activated import sockets  # only for TCP: the package's own store is unix
+
         sock, armed = sockets.open_tcp(host, port, deadline, self.settings)
         return _logged_in(resp.Connection(sock, armed, deadline), self.settings)
+
+
+def _unix(settings: RedisSettings, deadline: float) -> resp.Connection:
+    return resp.Connection(*resp.open_unix(settings.unix_path, deadline), deadline)
 
 
 def _logged_in(connection: resp.Connection, settings: RedisSettings) -> resp.Connection:
@@ -229,6 +260,9 @@ class BrokenConfigLookup:
 
     def users_for(self, addresses: list[str]) -> list[str | None]:
         raise StoreUnavailable(f"configuration broken: {self.reason}")
+
+    def connect(self) -> None:
+        """Nothing to connect to."""
 
     def prefetch(self, addresses: list[str]) -> None:
         """Nothing to ask."""

@@ -17,8 +17,9 @@ import os
 import select
 
 from pbs_activated import audit, service
+from pbs_activated.config import config_path
 from pbs_activated.protocol import LimitExceeded, RequestParser
-from pbs_activated.sockets import set_kernel_timeouts
+from pbs_activated.resp import set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -29,9 +30,12 @@ if TYPE_CHECKING:
 READ_SIZE = 65536
 
 
-def main(config_path: str) -> int:
-    """Serve the connection on stdin/stdout; return the exit status."""
-    configured = service.Configured(config_path)
+def main(path: str | None = None) -> int:
+    """Serve the connection on stdin/stdout; return the exit status.
+
+    `path` is the --config option; the units (through the launcher) give none.
+    """
+    configured = service.Configured(config_path(path))
     try:
         return serve(0, 1, configured)
     finally:
@@ -50,6 +54,7 @@ def serve(input_fd: int, output_fd: int, configured: service.Configured) -> int:
     if poller is not None:
         poller.register(input_fd, select.POLLIN)
     idle_ms = int(policy.idle_timeout * 1000)
+    configured.lookup.connect()  # Redis logs us in while Postfix's first request is read
     while True:
         try:
             if poller is not None and not poller.poll(idle_ms):

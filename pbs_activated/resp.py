@@ -7,20 +7,22 @@ so that the two can be measured against each other (docs/performance.md).
 
 Every wait ends at the connection's `deadline` (a `time.monotonic()` value the
 caller sets per question): connecting, the TLS handshake and resolving a host
-name included.
+name included. A plain socket is opened here (`open_unix`, `open_socket`), its
+waits bounded in the kernel; TCP, TLS and name resolution are sockets.py's,
+which the handler of the package's own store (a unix socket) never imports.
 """
 
 from __future__ import annotations
 
+import _socket  # the C half of `socket`: the Python half imports enum and selectors (~5 ms)
+import sys
 import time
 
 from pbs_activated import defaults
 from pbs_activated.errors import StoreError, StoreUnavailable, describe, error_reply
-from pbs_activated.sockets import TIMEOUT_OPTIONS, set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:
-    import _socket
     import socket
     from typing import TypeAlias
 
@@ -156,6 +158,8 @@ class Connection:
         self.parser = Parser()
         self._armed = armed
         """The timeout last set on the socket: see _arm."""
+        self._logins = 0
+        """Replies to `send_login`'s commands not read yet: `reply` reads them first."""
 
     def command(self, *arguments: str) -> Reply:
         """Send one command and return its reply; an error reply raises its typed error."""
@@ -172,6 +176,16 @@ class Connection:
 
     def reply(self) -> Reply:
         """Read one reply; a top-level error reply raises (errors.error_reply)."""
+        if self._logins:  # a refused login raises before any reply sent after it
+            self._read_logins()
+        return self._read()
+
+    def _read_logins(self) -> None:
+        while self._logins:
+            self._logins -= 1
+            self._read()
+
+    def _read(self) -> Reply:
         parser = self.parser
         if not parser.has_data():  # the usual case: no need to look for a reply yet
             self._fill()
@@ -181,22 +195,29 @@ class Connection:
             raise error_reply(str(value))
         return value
 
+    def send_login(self, username: str, password: str, db: int = 0) -> None:
+        """Send AUTH (with the user name if there is one) and SELECT, as the settings say.
+
+        Without waiting: the commands sent next follow them in the same round
+        trip, and the first `reply` reads (and checks) theirs first.
+        """
+        commands = [("AUTH", username, password) if username else ("AUTH", password)]
+        commands = (commands if password else []) + ([("SELECT", str(db))] if db else [])
+        if commands:
+            self.send(b"".join([encode_command(command) for command in commands]))
+            self._logins += len(commands)
+
     def log_in(self, username: str, password: str, db: int = 0) -> None:
-        """AUTH (with a user name if there is one) and SELECT, as the settings say."""
-        if password:
-            if username:
-                self.command("AUTH", username, password)
-            else:
-                self.command("AUTH", password)
-        if db:
-            self.command("SELECT", str(db))
+        """`send_login`, and its replies read: in one round trip, AUTH and SELECT alike."""
+        self.send_login(username, password, db)
+        self._read_logins()
 
     def close(self) -> None:
         self.socket.close()
 
     def remaining(self) -> float:
         """The time left before the deadline; raise once it has passed."""
-        return _remaining(self.deadline)
+        return remaining(self.deadline)
 
     def _fill(self) -> None:
         self._arm()
@@ -215,20 +236,13 @@ class Connection:
         send and receive differs from the armed timeout by microseconds, so it is
         re-armed only when they differ by more than REDIS_TIMEOUT_SLACK.
         """
-        remaining = self.remaining()
-        if abs(remaining - self._armed) > defaults.REDIS_TIMEOUT_SLACK:
-            if self.socket.gettimeout() is None:  # a plain socket: see _open
-                set_kernel_timeouts(self.socket, remaining, *TIMEOUT_OPTIONS)  # type: ignore[arg-type]
+        left = self.remaining()
+        if abs(left - self._armed) > defaults.REDIS_TIMEOUT_SLACK:
+            if self.socket.gettimeout() is None:  # a plain socket: see open_socket
+                set_kernel_timeouts(self.socket, left, *TIMEOUT_OPTIONS)  # type: ignore[arg-type]
             else:
-                self.socket.settimeout(remaining)
-            self._armed = remaining
-
-
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError("timed out")
-    return remaining
+                self.socket.settimeout(left)
+            self._armed = left
 
 
 def failure(error: BaseException) -> StoreError:
@@ -236,3 +250,55 @@ def failure(error: BaseException) -> StoreError:
     if isinstance(error, StoreError):
         return error
     return StoreUnavailable(describe(error))
+
+
+def remaining(deadline: float) -> float:
+    """The seconds left before `deadline`; raise TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def open_unix(path: str, deadline: float) -> tuple[_socket.socket, float]:
+    """Connect to a unix socket within the deadline."""
+    return open_socket(_socket.AF_UNIX, path, deadline, False)
+
+
+def open_socket(
+    family: int, address: str | tuple[object, ...], deadline: float, tls: bool
+) -> tuple[_socket.socket, float]:
+    """A connected socket whose waits end at the deadline (in the kernel unless it is
+    to carry TLS), and the timeout it was armed with."""
+    sock = _socket.socket(family, _socket.SOCK_STREAM)
+    try:
+        left = remaining(deadline)
+        sock.settimeout(left)
+        sock.connect(address)
+        if not tls:
+            sock.settimeout(None)
+            set_kernel_timeouts(sock, left, *TIMEOUT_OPTIONS)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, left
+
+
+def set_kernel_timeouts(sock: _socket.socket, seconds: float, *options: int) -> None:
+    """Bound a blocking socket's waits in the kernel (SO_RCVTIMEO, SO_SNDTIMEO).
+
+    A Python socket with a timeout calls poll() before every send and receive;
+    a blocking one with these options waits in the call itself, one system call
+    instead of two, and a wait that runs out raises BlockingIOError. The size of
+    the kernel's timeval (two longs) is read back rather than assumed.
+    """
+    size = len(sock.getsockopt(_socket.SOL_SOCKET, options[0], 16)) // 2
+    micros = int(seconds * 1_000_000) + 1  # zero would mean no timeout at all
+    timeval = (micros // 1_000_000).to_bytes(size, sys.byteorder) + (micros % 1_000_000).to_bytes(
+        size, sys.byteorder
+    )
+    for option in options:
+        sock.setsockopt(_socket.SOL_SOCKET, option, timeval)
+
+
+TIMEOUT_OPTIONS = (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO)

@@ -1,23 +1,21 @@
 """`pbs-activated policy-server`: every Postfix connection in one process (Accept=no).
 
-The default, `pbs-policy.socket` with Accept=yes, starts one handler per Postfix
-connection. A site whose Postfix sends thousands of policy requests a second can
-switch to `pbs-policy-server.socket` instead: systemd hands this process the
-listening socket, and it serves every connection with the same parser,
-decisions and audit entries as the handler. Serving many connections at once
-lets it do two things a handler cannot, which is where its throughput comes
-from (docs/performance.md):
+A site whose Postfix sends thousands of policy requests a second can switch from
+`pbs-policy.socket` (Accept=yes, a handler per connection) to
+`pbs-policy-server.socket`: systemd hands this process the listening socket,
+and it serves every connection with the handler's parser, decisions and audit
+entries (service.py). Serving many at once lets it do two things a handler
+cannot, where its throughput comes from (docs/performance.md):
 
 - the requests that arrive together are looked up together, one MGET for all;
 - their audit entries go to journald after every answer has been written, so
   no connection waits for another's journal entry.
 
-Redis is asked synchronously, bounded by `[redis] timeout` like the handler: a
-hung Redis delays every connection, which is what a hung Redis does to the
-handlers too, and a request that arrives meanwhile is answered within twice the
-timeout. Connections idle longer than `[policy] idle_timeout` are closed, and
-the process exits once it has had no connection for that long; systemd starts
-it again at the next one.
+Redis is asked synchronously, bounded by `[redis] timeout` like the handler (a
+hung Redis delays every connection, as it delays the handlers; a request that
+arrives meanwhile is answered within twice the timeout). Connections idle longer
+than `[policy] idle_timeout` are closed, and the process exits once it has had
+none for that long; systemd starts it again at the next.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import sys
 import time
 
 from pbs_activated import audit, service
+from pbs_activated.config import config_path
 from pbs_activated.decision import lookup_address
 from pbs_activated.errors import StoreError
 from pbs_activated.protocol import LimitExceeded, RequestParser
@@ -49,14 +48,14 @@ class NoListeningSocket(Exception):
     """Started without the listening socket systemd passes to an Accept=no service."""
 
 
-def main(config_path: str) -> int:
-    """Serve the socket systemd passed until idle; return the exit status."""
+def main(path: str | None = None) -> int:
+    """Serve the socket systemd passed until idle; return the exit status (`path`: --config)."""
     try:
         listener = listening_socket(dict(os.environ), os.getpid())
     except NoListeningSocket as error:
         print(f"pbs-activated: policy-server: {error}", file=sys.stderr)
         return 2
-    configured = service.Configured(config_path)
+    configured = service.Configured(config_path(path))
     try:
         Server(listener, configured).run()
         return 0

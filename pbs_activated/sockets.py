@@ -1,18 +1,19 @@
-"""Opening a socket to a server, every wait bounded by a deadline: unix, TCP, TLS, DNS.
+"""Reaching a server over the network, every wait bounded by a deadline: TCP, TLS, DNS.
 
-A deadline is a `time.monotonic()` value. A plain socket's waits are bounded
-in the kernel (SO_RCVTIMEO, SO_SNDTIMEO: one system call per wait instead of
-poll() and the call); a TLS socket keeps Python's timeout. Each opener returns
-the socket and the timeout it was armed with, for resp.Connection to keep.
+A deadline is a `time.monotonic()` value. The plain socket under each attempt
+is resp.open_socket's, whose waits are bounded in the kernel; a TLS socket
+keeps Python's timeout. `open_tcp` returns the socket and the timeout it was
+armed with, for resp.Connection to keep. Imported only for a TCP server: the
+package's own store is a unix socket (resp.open_unix), and the handler saves
+this module's import on every start.
 """
 
 from __future__ import annotations
 
 import _socket  # the C half of `socket`: the Python half imports enum and selectors (~5 ms)
-import sys
-import time
 
 from pbs_activated.errors import StoreUnavailable
+from pbs_activated.resp import open_socket, remaining
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:
@@ -22,18 +23,6 @@ if TYPE_CHECKING:
     from pbs_activated.config import RedisSettings
 
 
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError("timed out")
-    return remaining
-
-
-def open_unix(path: str, deadline: float) -> tuple[_socket.socket, float]:
-    """Connect to a unix socket within the deadline."""
-    return _open(_socket.AF_UNIX, path, deadline, False)
-
-
 def open_tcp(
     host: str, port: int, deadline: float, settings: RedisSettings
 ) -> tuple[_socket.socket | socket.socket, float]:
@@ -41,7 +30,7 @@ def open_tcp(
     failure: BaseException = StoreUnavailable(f"no address for {host}")
     for family, _, _, _, address in resolve(host, port, deadline):
         try:
-            sock, armed = _open(family, address, deadline, settings.tls)
+            sock, armed = open_socket(family, address, deadline, settings.tls)
         except OSError as error:
             failure = error
             continue
@@ -79,31 +68,12 @@ def resolve(host: str, port: int, deadline: float) -> list[tuple]:  # type: igno
 
     thread = threading.Thread(target=lookup, daemon=True)
     thread.start()
-    thread.join(_remaining(deadline))
+    thread.join(remaining(deadline))
     if not found:
         raise TimeoutError(f"resolving {host} timed out")
     if isinstance(found[0], OSError):
         raise found[0]
     return found[0]  # type: ignore[return-value]
-
-
-def _open(
-    family: int, address: str | tuple[object, ...], deadline: float, tls: bool
-) -> tuple[_socket.socket, float]:
-    """A connected socket whose waits end at the deadline (in the kernel when plain),
-    and the timeout it was armed with."""
-    sock = _socket.socket(family, _socket.SOCK_STREAM)
-    try:
-        remaining = _remaining(deadline)
-        sock.settimeout(remaining)
-        sock.connect(address)
-        if not tls:
-            sock.settimeout(None)
-            set_kernel_timeouts(sock, remaining, *TIMEOUT_OPTIONS)
-    except BaseException:
-        sock.close()
-        raise
-    return sock, remaining
 
 
 def _secure(
@@ -114,7 +84,7 @@ def _secure(
 
     plain = socket.socket(fileno=sock.detach())
     try:
-        armed = _remaining(deadline)
+        armed = remaining(deadline)
         plain.settimeout(armed)
         return tls_context(settings).wrap_socket(plain, server_hostname=host), armed
     except BaseException:
@@ -155,23 +125,3 @@ def tls_options(settings: RedisSettings) -> dict[str, object]:
         "ssl_certfile": settings.tls_cert_file or None,
         "ssl_keyfile": settings.tls_key_file or None,
     }
-
-
-def set_kernel_timeouts(sock: _socket.socket, seconds: float, *options: int) -> None:
-    """Bound a blocking socket's waits in the kernel (SO_RCVTIMEO, SO_SNDTIMEO).
-
-    A Python socket with a timeout calls poll() before every send and receive;
-    a blocking one with these options waits in the call itself, one system call
-    instead of two, and a wait that runs out raises BlockingIOError. The size of
-    the kernel's timeval (two longs) is read back rather than assumed.
-    """
-    size = len(sock.getsockopt(_socket.SOL_SOCKET, options[0], 16)) // 2
-    micros = int(seconds * 1_000_000) + 1  # zero would mean no timeout at all
-    timeval = (micros // 1_000_000).to_bytes(size, sys.byteorder) + (micros % 1_000_000).to_bytes(
-        size, sys.byteorder
-    )
-    for option in options:
-        sock.setsockopt(_socket.SOL_SOCKET, option, timeval)
-
-
-TIMEOUT_OPTIONS = (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO)

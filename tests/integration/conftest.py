@@ -1,5 +1,5 @@
 """Fixtures of the integration tests: the handler under systemd-socket-activate, against
-the test's redis-server; the store closed by ACL users."""
+the test's redis-server; the store closed by ACL users (ours, or a handler-like one)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from activation import PolicyService
-from support import AuditSink
+from support import AuditSink, RedisServer, free_port
 from test_store_acl import ClosedStore
+
+from pbs_activated import acl
 
 
 @pytest.fixture
@@ -28,3 +30,21 @@ def closed_store(tmp_path: Path) -> Iterator[ClosedStore]:
     closed.server.start()
     yield closed
     closed.server.stop()
+
+
+@pytest.fixture
+def closed_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server whose one user has the handler's rights (and SELECT), password "secret",
+    on its unix socket and a loopback port; `admin` (password "adminpw") may do anything."""
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(
+        "user default off\n"
+        f"user {acl.POLICY_USER} on >secret ~pbs:client:* +get +mget +ping +select\n"
+        "user admin on >adminpw ~* +@all\n"
+    )
+    server = RedisServer(tmp_path, port=free_port(), arguments=("--aclfile", str(acl_file)))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,10 +17,11 @@ import pytest
 from support import RedisServer
 
 from pbs_activated import acl, errors, keys
-from pbs_activated.config import PolicySettings, RedisSettings, parse_redis_url
+from pbs_activated.config import PolicySettings, RedisSettings
 from pbs_activated.decision import decide
 from pbs_activated.lookup import Lookup
 from pbs_activated.protocol import Request
+from pbs_activated.storeurl import parse_redis_url
 
 ADDRESS = "192.0.2.10"
 RCPT = Request(
@@ -96,23 +97,6 @@ def test_a_loading_server_is_not_ready_and_answered_unavailable(
         assert lookup.user_for(ADDRESS) == "alice"  # and it passes by itself
     finally:
         lookup.close()
-
-
-@pytest.fixture
-def closed_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server whose only user may GET (the handler's rights) with a known password."""
-    acl_file = tmp_path / "users.acl"
-    acl_file.write_text(
-        "user default off\n"
-        f"user {acl.POLICY_USER} on >secret ~pbs:client:* +get +mget +ping\n"
-        "user admin on >adminpw ~* +@all\n"
-    )
-    server = RedisServer(tmp_path, arguments=("--aclfile", str(acl_file)))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def url_as(server: RedisServer, user: str, password: str) -> str:
