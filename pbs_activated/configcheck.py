@@ -30,11 +30,10 @@ def checked(config: Config, tables: dict[str, object]) -> dict[str, dict[str, ob
     """
     check_networks(tables)
     apply(config, tables)
-    values: dict[str, dict[str, object]] = {
-        name: {slot: getattr(settings, slot) for slot in type(settings).__slots__}
-        for name in configtable.TABLE
-        for settings in (getattr(config, name),)
-    }
+    values: dict[str, dict[str, object]] = {}
+    for name in configtable.TABLE:
+        settings = getattr(config, name)
+        values[name] = {slot: getattr(settings, slot) for slot in type(settings).__slots__}
     redis = tables.get("redis", {})
     assert isinstance(redis, dict)  # apply checked it
     values["secret files"] = {name: redis[name] for name in SECRET_FILES if name in redis}

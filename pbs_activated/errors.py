@@ -74,3 +74,10 @@ def describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return f"cannot reach Redis: {error.strerror}"
     return f"cannot reach Redis: {error}"
+
+
+def failure(error: BaseException) -> StoreError:
+    """The typed error for anything a connection raised: ours as it is, the OS's described."""
+    if isinstance(error, StoreError):
+        return error
+    return StoreUnavailable(describe(error))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from pbs_activated import resp
-from pbs_activated.errors import StoreError, StoreUnavailable
+from pbs_activated.errors import StoreError, StoreUnavailable, failure
 from pbs_activated.keys import client_key
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
@@ -164,7 +164,7 @@ class Lookup:
             return self._ask_anew(question, argument, deadline)
         except (OSError, StoreError) as error:
             self.close()
-            raise resp.failure(error) from None
+            raise failure(error) from None
 
     def _ask_anew(
         self, question: Callable[[resp.Connection, _Q], _A], argument: _Q, deadline: float

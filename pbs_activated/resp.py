@@ -19,7 +19,7 @@ import sys
 import time
 
 from pbs_activated import defaults
-from pbs_activated.errors import StoreError, StoreUnavailable, describe, error_reply
+from pbs_activated.errors import StoreUnavailable, error_reply
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:
@@ -201,8 +201,11 @@ class Connection:
         Without waiting: the commands sent next follow them in the same round
         trip, and the first `reply` reads (and checks) theirs first.
         """
-        commands = [("AUTH", username, password) if username else ("AUTH", password)]
-        commands = (commands if password else []) + ([("SELECT", str(db))] if db else [])
+        commands: list[tuple[str, ...]] = []
+        if password:
+            commands.append(("AUTH", username, password) if username else ("AUTH", password))
+        if db:
+            commands.append(("SELECT", str(db)))
         if commands:
             self.send(b"".join([encode_command(command) for command in commands]))
             self._logins += len(commands)
@@ -243,13 +246,6 @@ class Connection:
             else:
                 self.socket.settimeout(left)
             self._armed = left
-
-
-def failure(error: BaseException) -> StoreError:
-    """The typed error for anything a connection raised: ours as it is, the OS's described."""
-    if isinstance(error, StoreError):
-        return error
-    return StoreUnavailable(describe(error))
 
 
 def remaining(deadline: float) -> float:

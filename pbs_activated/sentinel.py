@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from pbs_activated import resp, sockets
-from pbs_activated.errors import StoreError, StoreRefused, StoreUnavailable
+from pbs_activated.errors import StoreError, StoreRefused, StoreUnavailable, failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def share(deadline: float, attempts_left: int) -> float:
 
 def _named(error: BaseException, where: str) -> StoreError:
     """The typed error, naming the server it came from: with Sentinel there are several."""
-    typed = resp.failure(error)
+    typed = failure(error)
     return type(typed)(f"{where}: {typed}")
 
 

@@ -156,12 +156,12 @@ def test_not_ready_is_a_kind_of_unavailable_and_refused_is_not() -> None:
 
 
 def test_an_os_error_is_described_as_unreachable() -> None:
-    assert str(resp.failure(ConnectionRefusedError(111, "Connection refused"))) == (
+    assert str(errors.failure(ConnectionRefusedError(111, "Connection refused"))) == (
         "cannot reach Redis: Connection refused"
     )
-    assert str(resp.failure(TimeoutError("timed out"))) == "Redis did not answer in time"
+    assert str(errors.failure(TimeoutError("timed out"))) == "Redis did not answer in time"
     refused = errors.StoreRefused("Redis: NOPERM")
-    assert resp.failure(refused) is refused
+    assert errors.failure(refused) is refused
 
 
 def test_incomplete_reads_keep_nothing_behind() -> None:
