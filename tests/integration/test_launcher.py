@@ -60,24 +60,45 @@ def test_any_other_command_line_is_the_full_one(tmp_path: Path) -> None:
     assert result.returncode == 0
 
 
-def test_the_collector_is_back_on_once_the_imports_are_done(tmp_path: Path) -> None:
-    """gc.disable() covers the imports only (a handler may live 1000 s); what they
-    made is frozen out of later passes. Seen by a stand-in for the package."""
+def stand_in(tmp_path: Path, policy_source: str) -> subprocess.CompletedProcess[str]:
+    """Run the launcher's `policy` against a stand-in package whose policy.py is given."""
     package = tmp_path / "packages" / "pbs_activated"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "policy.py").write_text(
-        "import gc\n"
-        "def main():\n"
-        "    print(gc.isenabled(), gc.get_freeze_count() > 0)\n"
-        "    return 0\n"
-    )
+    (package / "policy.py").write_text(policy_source)
     launcher = tmp_path / "policy"
-    launcher.write_text(
-        LAUNCHER_SOURCE.read_text().replace(INSTALLED_PACKAGES, str(package.parent))
-    )
+    source = LAUNCHER_SOURCE.read_text()
+    launcher.write_text(source.replace(INSTALLED_PACKAGES, str(package.parent)))
     launcher.chmod(0o755)
-    result = subprocess.run(
+    return subprocess.run(
         [str(launcher), "policy"], capture_output=True, text=True, timeout=30, env=ENVIRONMENT
     )
+
+
+def test_the_collector_is_back_on_once_the_imports_are_done(tmp_path: Path) -> None:
+    """gc.disable() covers the imports only (a handler may live 1000 s); what they
+    made is frozen out of later passes."""
+    result = stand_in(
+        tmp_path,
+        "import gc\ndef main():\n    print(gc.isenabled(), gc.get_freeze_count() > 0)\n"
+        "    return 0\n",
+    )
     assert result.stdout.split() == ["True", "True"], result.stderr
+
+
+def test_a_handler_ending_without_teardown_keeps_its_status_and_its_output(
+    tmp_path: Path,
+) -> None:
+    """os._exit skips the teardown, not the buffered output (a pipe buffers stdout)."""
+    result = stand_in(
+        tmp_path,
+        "import sys\ndef main():\n    print('to stdout')\n    print('to stderr', file=sys.stderr)\n"
+        "    return 3\n",
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (3, "to stdout\n", "to stderr\n")
+
+
+def test_a_handler_that_raises_ends_as_usual_with_its_traceback(tmp_path: Path) -> None:
+    result = stand_in(tmp_path, "def main():\n    raise RuntimeError('a bug')\n")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "RuntimeError: a bug" in result.stderr
