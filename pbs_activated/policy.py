@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import _socket
 import os
-import select
 
 from pbs_activated import audit, service
 from pbs_activated.config import config_path
@@ -23,6 +22,8 @@ from pbs_activated.resp import set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
+    import select
+
     from pbs_activated.config import PolicySettings
     from pbs_activated.lookup import Lookups
     from pbs_activated.protocol import Request
@@ -50,9 +51,7 @@ def serve(input_fd: int, output_fd: int, configured: service.Configured) -> int:
     """
     policy = configured.config.policy
     parser = RequestParser(policy.max_line_length, policy.max_request_size)
-    poller = None if _time_reads_in_kernel(input_fd, policy.idle_timeout) else select.poll()
-    if poller is not None:
-        poller.register(input_fd, select.POLLIN)
+    poller = None if _time_reads_in_kernel(input_fd, policy.idle_timeout) else _poller(input_fd)
     idle_ms = int(policy.idle_timeout * 1000)
     configured.lookup.connect()  # Redis logs us in while Postfix's first request is read
     while True:
@@ -86,6 +85,16 @@ def serve(input_fd: int, output_fd: int, configured: service.Configured) -> int:
             # Postfix logs the closed connection and applies its default_action.
             audit.send(audit.ERROR, f"closing connection: {violation}", PBS_ERROR="limit")
             return 1
+
+
+def _poller(fd: int) -> select.poll:
+    """A poll() on `fd`, for a pipe or a non-blocking socket; `select` is imported only then
+    (a Postfix connection is a blocking socket: see _time_reads_in_kernel)."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return poller
 
 
 def _time_reads_in_kernel(fd: int, seconds: float) -> bool:
