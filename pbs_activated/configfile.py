@@ -8,9 +8,10 @@ config's and configcheck's.
 
 from __future__ import annotations
 
-import os
+import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import __version__
+from pbs_activated.defaults import environment
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def read_checked(path: str, check: Callable[[dict[str, object]], T]) -> T:
     parsing: the cache only ever saves time.
     """
     try:
-        status = os.stat(path)
+        status = posix.stat(path)
     except FileNotFoundError:
         return check({})
     except OSError as error:
@@ -131,10 +132,10 @@ def _only_comments(text: str) -> bool:
 def _cache_file() -> str:
     """Return the cache file's path, or '' when systemd gave the unit no directory."""
     for variable in CACHE_DIRECTORY_ENVIRONMENT:
-        directories = os.environ.get(variable)
+        directories = environment(variable)
         if directories:
             # systemd joins several directories with ':'; ours is the first.
-            return os.path.join(directories.split(":", 1)[0], CACHE_FILE)
+            return f"{directories.split(':', 1)[0]}/{CACHE_FILE}"
     return ""
 
 
@@ -166,18 +167,18 @@ def _write_cache(cache: str, key: tuple[object, ...], checked: object) -> None:
         payload = marshal.dumps((CACHE_FORMAT, key, checked))  # type: ignore[arg-type]
     except ValueError:  # not in marshal's types: never cached
         return
-    temporary = f"{cache}.{os.getpid()}.tmp"
+    temporary = f"{cache}.{posix.getpid()}.tmp"
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC, 0o600)
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(descriptor, view) :]
+                view = view[posix.write(descriptor, view) :]
         finally:
-            os.close(descriptor)
-        os.replace(temporary, cache)
+            posix.close(descriptor)
+        posix.replace(temporary, cache)
     except OSError:
         try:  # noqa: SIM105 (contextlib.suppress would cost the handler its import)
-            os.unlink(temporary)
+            posix.unlink(temporary)
         except OSError:
             pass

@@ -1,8 +1,12 @@
 """Every default of pbs-activated, in one place, with the reason it is what it is.
 
 This module is imported by the policy handler on every Postfix connection, so it
-holds plain constants only and imports nothing.
+holds plain constants, and `environment`, the one reader of the variables that
+override them, and imports only what the interpreter loads before its first line.
 """
+
+import posix
+import sys
 
 CONFIG_PATH = "/etc/pbs-activated/pbs-activated.toml"
 """Debian's place for a package's configuration; `--config` or $PBS_ACTIVATED_CONFIG override it."""
@@ -245,3 +249,24 @@ entries after a crash costs far less than an fsync per entry."""
 
 STATUS_INTERVAL = 1.0
 """Seconds between two sd_notify STATUS updates that only change the reader's counts."""
+
+
+def environment(name: str) -> str | None:
+    """Return $name, as os.environ has it, without importing os on the handler's path.
+
+    `import os` costs a handler ~1 ms of its start, most of it `_collections_abc`,
+    and the handler needs nothing of os that posix does not hold. Only
+    os.environ is more than posix's: a str view that follows changes made
+    through it. So once os is loaded (the CLI, the reader, the tests), it is
+    asked; before, nobody can have changed the environment through it, and
+    posix.environ, the environment the process started with, decoded as os
+    decodes it, is the same answer.
+    """
+    os = sys.modules.get("os")
+    if os is not None:
+        known: str | None = os.environ.get(name)
+        return known
+    value = posix.environ.get(name.encode())
+    if value is None:
+        return None
+    return value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())

@@ -17,7 +17,7 @@ whole round's addresses at once.
 
 from __future__ import annotations
 
-import os
+import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import addresses, audit
 from pbs_activated.config import Config, ConfigError, load
@@ -71,7 +71,7 @@ class Configured:
 
 def _stamp(path: str) -> tuple[int, ...] | None:
     try:
-        status = os.stat(path)
+        status = posix.stat(path)
     except OSError:
         return None  # missing (every default) or unreadable (broken): either way, as read
     return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
