@@ -1,8 +1,9 @@
 """Every default of pbs-activated, in one place, with the reason it is what it is.
 
 This module is imported by the policy handler on every Postfix connection, so it
-holds plain constants, and `environment`, the one reader of the variables that
-override them, and imports only what the interpreter loads before its first line.
+holds plain constants, and `environment`, which reads the variables that
+override them for the handler's modules, and imports only what the interpreter
+loads before its first line.
 """
 
 import posix
