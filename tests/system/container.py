@@ -68,12 +68,15 @@ BOOT_PACKAGES = [
 # configured non-interactively with a known mailer type and mailname; the POP/IMAP
 # server's packages (Target.server.packages, after postfix) and the store's
 # (Target.store.packages) come with them. openssl makes the self-signed
-# certificate of the TLS fixtures (capture_fixtures.py).
+# certificate of the TLS fixtures (capture_fixtures.py). curl (POP3/IMAP) and swaks
+# (SMTP) are the real clients from Debian that prove the product (issue #22).
 MAIL_PACKAGES = [
     "postfix",
     "python3-redis",
     "python3-systemd",
     "openssl",
+    "curl",
+    "swaks",
 ]
 MAILNAME = "mx.example.test"
 DEBCONF_SELECTIONS = f"""\
