@@ -16,17 +16,25 @@ if TYPE_CHECKING:
 NEUTRAL = "DUNNO"
 """The answer outside RCPT: we have no opinion on CONNECT, HELO, MAIL, DATA, ..."""
 
+RELAY_CONTEXT = "pbs-relay"
+"""The `policy_context` of the recommended line (postfix.py): Postfix asks only about
+relaying there, so a miss may wait for a login on its way (awaits_login)."""
+
+NO_LOGIN = "no recent login"
+
 
 class Decision:
     """An answer and why it was given, with what the audit entry needs."""
 
-    __slots__ = ("action", "reason", "client_address", "user")
+    __slots__ = ("action", "reason", "client_address", "user", "waited_ms")
 
     def __init__(self, action: str, reason: str, client_address: str = "", user: str = "") -> None:
         self.action = action
         self.reason = reason
         self.client_address = client_address
         self.user = user
+        self.waited_ms: int | None = None
+        """How long the request waited for a login on its way (awaits_login), if it did."""
 
     def __repr__(self) -> str:
         return f"Decision({self.action!r}, {self.reason!r}, {self.client_address!r}, {self.user!r})"
@@ -51,8 +59,19 @@ def decide(
     except StoreError as error:
         return Decision(policy.unavailable, f"lookup failed: {error}", examined)
     if user is None:
-        return Decision(policy.unauthorized, "no recent login", examined)
+        return Decision(policy.unauthorized, NO_LOGIN, examined)
     return Decision(policy.authorized, "recent login", examined, user)
+
+
+def awaits_login(request: Request, decision: Decision) -> bool:
+    """Whether a refusal may be a login still on its way from the journal to the store.
+
+    Only for the recommended line (its policy_context), where every request is a
+    relay attempt: a client may send the instant its POP3 session ends, while
+    journald tells its readers of new entries 250-500 ms after writing them. The
+    old line asks about inbound mail too, which must never wait.
+    """
+    return decision.reason == NO_LOGIN and request.get("policy_context") == RELAY_CONTEXT
 
 
 def lookup_address(request: Request) -> str | None:

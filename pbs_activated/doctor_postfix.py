@@ -19,70 +19,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from pbs_activated import postfix
 from pbs_activated.config import Config
+from pbs_activated.decision import RELAY_CONTEXT
 from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 from pbs_activated.doctor_systemd import policy_listeners
+from pbs_activated.postconf import Restriction, parameters, restrictions
 
 REFUSALS = ("reject_unauth_destination", "defer_unauth_destination")
 RELAY = "smtpd_relay_restrictions"
 RECIPIENT = "smtpd_recipient_restrictions"
-
-
-class Restriction(NamedTuple):
-    """One element of a restriction list: its name and, for a policy service, its settings."""
-
-    name: str
-    service: str = ""
-    options: tuple[tuple[str, str], ...] = ()
-
-
-def tokens(text: str) -> list[str]:
-    """Split a Postfix list as Postfix does: commas and white space, `{ ... }` one token."""
-    found: list[str] = []
-    current = ""
-    depth = 0
-    for character in text:
-        if character == "{":
-            depth += 1
-        elif character == "}":
-            depth -= 1
-        if depth == 0 and character in ", \t\r\n":
-            if current:
-                found.append(current)
-            current = ""
-            continue
-        current += character
-    if current:
-        found.append(current)
-    return found
-
-
-def restrictions(text: str) -> list[Restriction]:
-    """A restriction list's elements; check_policy_service takes the token after it."""
-    parsed: list[Restriction] = []
-    words = tokens(text)
-    index = 0
-    while index < len(words):
-        word = words[index]
-        if word == "check_policy_service" and index + 1 < len(words):
-            argument = words[index + 1]
-            index += 1
-            if argument.startswith("{"):
-                parts = [part.strip() for part in argument.strip("{} \t").split(",")]
-                options = tuple(
-                    (name.strip(), value.strip())
-                    for name, _, value in (part.partition("=") for part in parts[1:] if part)
-                )
-                parsed.append(Restriction(word, parts[0], options))
-            else:
-                parsed.append(Restriction(word, argument))
-        else:
-            parsed.append(Restriction(word))
-        index += 1
-    return parsed
 
 
 def socket_path(service: str, queue_directory: str, chrooted: bool) -> str:
@@ -126,28 +73,7 @@ def analyse(
     ]
     in_recipient = [item for item in restrictions(recipient) if _policy(item)]
     if not ours:
-        if in_recipient and refusal < len(names):
-            return findings + [
-                Finding(
-                    "postfix.useless",
-                    ERROR,
-                    f"{where}: check_policy_service is in {RECIPIENT}, but {RELAY}"
-                    f" refuses relaying first ({names[refusal]}): no login ever relays",
-                    f"move it to {RELAY}: {postfix.relay_restrictions()}",
-                )
-            ]
-        if not in_recipient:
-            return findings + [
-                Finding(
-                    "postfix.missing",
-                    ERROR,
-                    f"{where}: no check_policy_service in {RELAY}: no login ever relays",
-                    f"postconf -e '{RELAY} = {postfix.relay_restrictions()}'; postfix reload",
-                )
-            ]
-        return findings + [
-            Finding("postfix.line", OK, f"{where}: check_policy_service in {RECIPIENT}")
-        ]
+        return findings + _not_in_relay(where, names, refusal, bool(in_recipient))
     if not mine:
         named = ", ".join(
             f"{item.service} ({socket_path(item.service, queue_directory, chrooted) or 'tcp'})"
@@ -187,6 +113,7 @@ def analyse(
         )
     options = dict(item.options)
     missing = [f"{n}={v}" for n, v in postfix.POLICY_OPTIONS if options.get(n) != v]
+    missing = [m for m in missing if not m.startswith("policy_context=")]  # _relaying_only's
     if missing:
         findings.append(
             Finding(
@@ -197,6 +124,7 @@ def analyse(
                 f"write it as {postfix.restriction()}",
             )
         )
+    findings += _relaying_only(where, names, index, options.get("policy_context", ""))
     if not findings:
         findings.append(
             Finding(
@@ -208,20 +136,102 @@ def analyse(
     return findings
 
 
+def _not_in_relay(where: str, names: list[str], refusal: int, in_recipient: bool) -> list[Finding]:
+    """The findings for an smtpd whose relay restrictions do not ask us."""
+    if in_recipient and refusal < len(names):
+        return [
+            Finding(
+                "postfix.useless",
+                ERROR,
+                f"{where}: check_policy_service is in {RECIPIENT}, but {RELAY}"
+                f" refuses relaying first ({names[refusal]}): no login ever relays",
+                f"move it to {RELAY}: {postfix.relay_restrictions()}",
+            )
+        ]
+    if in_recipient:
+        return [
+            Finding(
+                "postfix.recipient",
+                WARNING,
+                f"{where}: check_policy_service is in {RECIPIENT}: every inbound RCPT asks it,"
+                " and a relay sent right after its login may bounce",
+                f"move it to {RELAY}: {postfix.relay_restrictions()}",
+            )
+        ]
+    if names and names[-1] == "reject":
+        # Debian's submission/submissions (`permit_sasl_authenticated,reject`): only
+        # SASL clients send here, and permit_auth_destination would open it.
+        return [Finding("postfix.line", OK, f"{where}: {RELAY} ends in reject: SASL only")]
+    return [
+        Finding(
+            "postfix.missing",
+            ERROR,
+            f"{where}: no check_policy_service in {RELAY}: no login ever relays",
+            f"postconf -e '{RELAY} = {postfix.relay_restrictions()}'; postfix reload",
+        )
+    ]
+
+
+def _relaying_only(where: str, names: list[str], index: int, context: str) -> list[Finding]:
+    """Whether the line asks us about relaying only, as 0.3's does (postfix.py says why).
+
+    A warning, not a note, for 0.2's line: besides asking about every inbound
+    message, it bounces (554, permanent) a relay sent within half a second of
+    its login, which its user sees; the fix is one postconf command.
+    """
+    before = names[:index]
+    if postfix.LOCAL_DESTINATIONS not in before:
+        if context == RELAY_CONTEXT:
+            problem = "marks itself policy_context=pbs-relay, so every inbound RCPT waits"
+        else:
+            problem = "asks about every inbound RCPT, and a relay right after its login may bounce"
+        return [
+            Finding(
+                "postfix.legacy",
+                WARNING,
+                f"{where}: no {postfix.LOCAL_DESTINATIONS} before check_policy_service:"
+                f" it {problem}",
+                f"put {postfix.LOCAL_DESTINATIONS} directly before it, written as"
+                f" {postfix.restriction()}, ending in {postfix.REFUSAL}",
+            )
+        ]
+    findings = []
+    if names and names[-1] == "reject":
+        findings.append(
+            Finding(
+                "postfix.submission",
+                WARNING,
+                f"{where}: {postfix.LOCAL_DESTINATIONS} in a list that ends in reject: it"
+                " accepts unauthenticated mail for local domains",
+                f"remove {postfix.LOCAL_DESTINATIONS} and check_policy_service from it",
+            )
+        )
+    between = before[before.index(postfix.LOCAL_DESTINATIONS) + 1 :]
+    if between:
+        findings.append(
+            Finding(
+                "postfix.position",
+                WARNING,
+                f"{where}: {postfix.LOCAL_DESTINATIONS} comes before {', '.join(between)}:"
+                " inbound mail is accepted before they apply",
+                f"put {postfix.LOCAL_DESTINATIONS} directly before check_policy_service",
+            )
+        )
+    if context != RELAY_CONTEXT:
+        findings.append(
+            Finding(
+                "postfix.legacy",
+                WARNING,
+                f"{where}: check_policy_service lacks policy_context={RELAY_CONTEXT}: a relay"
+                " right after its login may bounce",
+                f"write it as {postfix.restriction()}",
+            )
+        )
+    return findings
+
+
 def _policy(item: Restriction) -> bool:
     return item.name == "check_policy_service"
-
-
-def parameters(text: str) -> dict[str, str]:
-    """`name = value` lines of postconf as a dict."""
-    found = {}
-    for line in text.splitlines():
-        name, equals, value = line.partition(" = ")
-        if equals:
-            found[name.strip()] = value.strip()
-        elif line.endswith(" ="):
-            found[line[:-2].strip()] = ""
-    return found
 
 
 def instances(host: Host) -> list[tuple[str, str]]:

@@ -61,7 +61,7 @@ def test_missing_line_and_missing_settings() -> None:
     plain = (
         "permit_mynetworks, check_policy_service unix:private/pbs-policy, reject_unauth_destination"
     )
-    assert judged(plain) == {("postfix.settings", WARNING)}
+    assert judged(plain) == {("postfix.settings", WARNING), ("postfix.legacy", WARNING)}
 
 
 def test_restriction_lists_split_as_postfix_splits_them() -> None:
@@ -69,11 +69,12 @@ def test_restriction_lists_split_as_postfix_splits_them() -> None:
     assert [item.name for item in parsed] == [
         "permit_mynetworks",
         "permit_sasl_authenticated",
+        "permit_auth_destination",
         "check_policy_service",
         "reject_unauth_destination",
     ]
-    assert parsed[2].service == postfix.POLICY_SERVICE
-    assert parsed[2].options == postfix.POLICY_OPTIONS
+    assert parsed[3].service == postfix.POLICY_SERVICE
+    assert parsed[3].options == postfix.POLICY_OPTIONS
 
 
 def test_the_exit_status_is_the_monitoring_plugins_convention() -> None:
