@@ -132,6 +132,7 @@ class PolicySettings:
         "idle_timeout",
         "max_line_length",
         "max_request_size",
+        "login_wait",
     )
 
     def __init__(self) -> None:
@@ -141,6 +142,7 @@ class PolicySettings:
         self.idle_timeout = defaults.IDLE_TIMEOUT
         self.max_line_length = defaults.MAX_LINE_LENGTH
         self.max_request_size = defaults.MAX_REQUEST_SIZE
+        self.login_wait = defaults.LOGIN_WAIT
 
 
 class JournalSettings:

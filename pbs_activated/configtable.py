@@ -188,6 +188,8 @@ TABLE: dict[str, dict[str, tuple[Check, object, tuple[object, ...], str]]] = {
             "Bytes in one name=value line."),
         "max_request_size": (whole, defaults.MAX_REQUEST_SIZE, (1024, 1 << 24),
             "Bytes in one request."),
+        "login_wait": (seconds, defaults.LOGIN_WAIT, (0, 5),
+            "Seconds a relay attempt may wait for a login on its way; 0, never."),
     },
     "journal": {
         "servers": (choices, defaults.JOURNAL_SERVERS, tuple(defaults.SERVER_UNITS),

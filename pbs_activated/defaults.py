@@ -115,6 +115,28 @@ IDLE_TIMEOUT = 330.0
 `smtpd_policy_service_max_idle` (300 s), so Postfix closes first and never finds a
 connection closed under it."""
 
+LOGIN_WAIT = 1.0
+"""Seconds a relay attempt with no authorization may wait for a login on its way.
+
+Only under the recommended line (decision.awaits_login), once per address and
+policy connection. A client may send the instant its POP3 session ends, and
+journald tells its readers of a new entry 250-500 ms after writing it: the
+handler wakes the reader (WAKE_SOCKET), which then reads the login at once, and
+looks again while it waits. On one host the login arrives within milliseconds
+(README, "Right after a login"); the bound covers journald's own notice (500 ms)
+and a replica's lag in a cluster whose reader is on another host. A stranger
+pays it once per address and connection, before the 554; 10 times less than
+the line's `timeout=10s`."""
+
+WAKE_SOCKET = "/run/pbs-journal/wake"
+"""The reader's wake-up socket (a datagram socket in its RuntimeDirectory, writable
+by the services' group only): a handler that waits for a login sends it an empty
+datagram, so the reader reads the journal now instead of at journald's notice.
+It carries nothing: no address, no answer; any number of them is one wake-up."""
+
+WAKE_SOCKET_ENVIRONMENT = "PBS_ACTIVATED_WAKE_SOCKET"
+"""Names another wake-up socket (tests: a reader and handlers outside systemd)."""
+
 MAX_LINE_LENGTH = 262144
 """Bytes in one `name=value` line: 256 KiB, far above anything a site's Postfix sends.
 

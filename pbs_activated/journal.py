@@ -1,7 +1,8 @@
 """`pbs-activated journal`: follow the journal, put each login's address into Redis.
 
 The reader blocks on the journal (sd_journal_wait, i.e. inotify) and wakes when
-journald stores something; no timer polls for data. The only timeouts are the
+journald stores something, or when a handler waiting for a login wakes it
+(wakeup.py); no timer polls for data. The only timeouts are the
 watchdog's (half of WatchdogSec=, so systemd knows we are alive while idle) and
 the back-off while the store does not acknowledge.
 
@@ -26,13 +27,14 @@ import ipaddress
 import sys
 import time
 
-from pbs_activated import addresses, audit, defaults, keys
+from pbs_activated import addresses, audit, defaults, keys, wakeup
 from pbs_activated.acknowledge import Acknowledger
 from pbs_activated.config import Config, ConfigError
 from pbs_activated.cursor import CursorFile, state_directory
 from pbs_activated.journalsource import JournalSource
 from pbs_activated.logins import InvalidPattern, LoginParser
 from pbs_activated.notify import Counts, Notifier, log
+from pbs_activated.wakeup import WakeSocket
 from pbs_activated.writer import DENIED, GRANTED, KEPT, Writer
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,8 +51,11 @@ class LoginReader:
         notifier: Notifier,
         parser: LoginParser,
         ignored: list[_Network],
+        wake: WakeSocket | None = None,
     ) -> None:
         self.config = config
+        self.wake = wake
+        """Where handlers waiting for a login wake us (wakeup.py); None without one."""
         self.source = source
         self.cursor_file = cursor_file
         self.notifier = notifier
@@ -113,7 +118,7 @@ class LoginReader:
         if message is None:
             self.save_cursor()
             self.notifier.set_status(f"Following the journal: {self.counts.summary()}")
-            self.source.wait(self.notifier.interval)
+            self.source.wait(self.notifier.interval, self.wake)
             return
         self.handle(message)
         self._unsaved += 1
@@ -258,8 +263,30 @@ def main(config: Config) -> int:
         print(f"pbs-activated: cannot open the journal: {error}", file=sys.stderr)
         return 1
     cursor_file = CursorFile(state_directory())
-    reader = LoginReader(config, source, cursor_file, Notifier(), parser, ignored)
+    wake = wake_socket()
+    reader = LoginReader(config, source, cursor_file, Notifier(), parser, ignored, wake)
     try:
         return reader.run()
     except KeyboardInterrupt:  # no cursor save: the entry in hand may not be acknowledged
         return 0
+    finally:
+        if wake is not None:
+            wake.close()
+
+
+def wake_socket() -> WakeSocket | None:
+    """The socket handlers wake us through, or None (said once) where it cannot be made.
+
+    Without it everything works as before, only later: a relay sent within
+    half a second of its login waits for journald's notice (up to
+    `[policy] login_wait`) instead of a few milliseconds.
+    """
+    path = wakeup.socket_path()
+    try:
+        return WakeSocket(path)
+    except OSError as error:
+        log(
+            f"no wake-up socket at {path} ({error.strerror}): a relay right after its "
+            "login waits for journald's notice"
+        )
+        return None

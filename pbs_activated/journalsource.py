@@ -9,7 +9,12 @@ system journal is opened LOCAL_ONLY.
 
 from __future__ import annotations
 
+import select
 from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pbs_activated.wakeup import WakeSocket
 
 
 class JournalSource:
@@ -81,9 +86,27 @@ class JournalSource:
         """The current entry's `_SYSTEMD_UNIT` and `_TRANSPORT`, set by journald itself."""
         return _text(self._reader, "_SYSTEMD_UNIT"), _text(self._reader, "_TRANSPORT")
 
-    def wait(self, timeout: float | None) -> int:
-        """Block until the journal changes or `timeout` seconds pass (None: forever)."""
-        return int(self._reader.wait(-1 if timeout is None else int(timeout * 1_000_000)))
+    def wait(self, timeout: float | None, wake: WakeSocket | None = None) -> int:
+        """Block until the journal changes, `wake` is woken, or `timeout` seconds pass
+        (None: forever).
+
+        With `wake`, this is sd_journal_wait() written out (poll the journal's
+        descriptor, then sd_journal_process()) with the wake-up socket polled
+        beside it: a handler's wake-up (wakeup.py) ends the wait at once, and
+        the entries journald has written are read now rather than at its notice.
+        """
+        if wake is None:
+            return int(self._reader.wait(-1 if timeout is None else int(timeout * 1_000_000)))
+        poller = select.poll()
+        poller.register(self._reader.fileno(), self._reader.get_events())
+        poller.register(wake.fileno(), select.POLLIN)
+        milliseconds = -1 if timeout is None else int(timeout * 1000)
+        journal_ms = int(self._reader.get_timeout_ms())  # -1 on local files: none needed
+        if journal_ms >= 0:
+            milliseconds = journal_ms if milliseconds < 0 else min(milliseconds, journal_ms)
+        poller.poll(milliseconds)
+        wake.drain()
+        return int(self._reader.process())
 
     def close(self) -> None:
         """Release the journal files."""

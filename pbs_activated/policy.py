@@ -53,6 +53,8 @@ def serve(input_fd: int, output_fd: int, configured: service.Configured) -> int:
     parser = RequestParser(policy.max_line_length, policy.max_request_size)
     poller = None if _time_reads_in_kernel(input_fd, policy.idle_timeout) else _poller(input_fd)
     idle_ms = int(policy.idle_timeout * 1000)
+    waited: dict[str, int | None] = {}
+    """Addresses this connection has waited for a login for (service.answer)."""
     configured.lookup.connect()  # Redis logs us in while Postfix's first request is read
     while True:
         try:
@@ -78,7 +80,8 @@ def serve(input_fd: int, output_fd: int, configured: service.Configured) -> int:
             requests = parser.feed(chunk)
         except LimitExceeded as error:
             violation, requests = error, error.complete
-        if requests and not answer(output_fd, requests, configured.config.policy, lookup):
+        settings = configured.config.policy
+        if requests and not answer(output_fd, requests, settings, lookup, waited):
             return 0
         if violation is not None:
             # Drop the connection without an answer: resynchronising is guesswork;
@@ -120,20 +123,35 @@ def _time_reads_in_kernel(fd: int, seconds: float) -> bool:
 
 
 def answer(
-    output_fd: int, requests: list[Request], policy: PolicySettings, lookup: Lookups
+    output_fd: int,
+    requests: list[Request],
+    policy: PolicySettings,
+    lookup: Lookups,
+    waited: dict[str, int | None],
 ) -> bool:
     """Decide, reply to and record each request; False if Postfix has gone away.
 
     The replies go out before the audit entries are written, so a slow journal
-    never delays Postfix's answer.
+    never delays Postfix's answer. A relay attempt that may await a login on
+    its way is answered after a bounded wait for it (loginwait.py, imported
+    only then: most connections never wait).
     """
-    replies, decisions = service.answer(requests, policy, lookup.user_for)
-    try:
-        write_all(output_fd, replies)
-    except BrokenPipeError:
-        return False
-    for payload, message in service.entries(requests, decisions):
-        audit.deliver(payload, message)
+    while True:
+        replies, decisions, awaited = service.answer(requests, policy, lookup.user_for, waited)
+        try:
+            write_all(output_fd, replies)
+        except BrokenPipeError:
+            return False
+        answered, requests = requests[: len(decisions)], requests[len(decisions) :]
+        for payload, message in service.entries(answered, decisions):
+            audit.deliver(payload, message)
+        if awaited is None:
+            break
+        from pbs_activated import loginwait, wakeup
+
+        waited[awaited] = loginwait.wait_for(
+            awaited, lookup.user_for, policy.login_wait, wakeup.socket_path()
+        )
     lookup.forget_prefetch()
     return True
 

@@ -27,25 +27,19 @@ import select
 import sys
 import time
 
-from pbs_activated import audit, service
+from pbs_activated import audit, service, wakeup
 from pbs_activated.config import config_path
 from pbs_activated.decision import lookup_address
-from pbs_activated.errors import StoreError
+from pbs_activated.listening import NoListeningSocket, listening_socket
+from pbs_activated.loginwait import Waits
 from pbs_activated.protocol import LimitExceeded, RequestParser
+from pbs_activated.rounds import UserFor, looked_up
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pbs_activated.lookup import Lookups
     from pbs_activated.protocol import Request
 
-LISTEN_FDS_START = 3
-"""sd_listen_fds(3): the first socket systemd passes."""
-
 READ_SIZE = 65536
-
-
-class NoListeningSocket(Exception):
-    """Started without the listening socket systemd passes to an Accept=no service."""
 
 
 def main(path: str | None = None) -> int:
@@ -63,37 +57,15 @@ def main(path: str | None = None) -> int:
         configured.close()
 
 
-def listening_socket(environment: dict[str, str], pid: int) -> _socket.socket:
-    """The one listening socket passed by systemd (sd_listen_fds), non-blocking."""
-    if environment.get("LISTEN_PID") != str(pid) or not environment.get("LISTEN_FDS"):
-        raise NoListeningSocket(
-            "no socket passed by systemd; run it from pbs-policy-server.socket (Accept=no)"
-        )
-    if environment["LISTEN_FDS"] != "1":
-        count = environment["LISTEN_FDS"]
-        raise NoListeningSocket(f"expected one socket from systemd, got {count}")
-    try:
-        listener = _socket.socket(fileno=LISTEN_FDS_START)
-    except OSError as error:
-        raise NoListeningSocket(f"fd {LISTEN_FDS_START} is not a socket: {error}") from None
-    if not listener.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
-        listener.detach()
-        raise NoListeningSocket(
-            "the socket from systemd is a connection, not a listening socket: "
-            "the socket unit needs Accept=no"
-        )
-    listener.setblocking(False)
-    return listener
-
-
 class Connection:
-    """One Postfix connection: its descriptor and the parser of what it sends."""
+    """One Postfix connection: its descriptor, the parser of what it sends, its login waits."""
 
-    __slots__ = ("fd", "parser")
+    __slots__ = ("fd", "parser", "waited")
 
     def __init__(self, fd: int, parser: RequestParser) -> None:
         self.fd = fd
         self.parser = parser
+        self.waited: dict[str, int | None] = {}
 
 
 class Server:
@@ -115,6 +87,9 @@ class Server:
         self.held: list[tuple[bytes, str]] = []
         """Audit entries of this round, delivered after its answers."""
         self.accepting = True
+        self.waits = Waits()
+        """Connections held while a login may be on its way (loginwait.py); not read meanwhile."""
+        self.wake_path = wakeup.socket_path()
 
     def run(self) -> None:
         """Serve until there has been no connection for `idle_timeout`."""
@@ -131,14 +106,19 @@ class Server:
                 if now - self.idle_since >= idle_timeout:
                     return
                 wait = self.idle_since + idle_timeout - now
+            look = self.waits.timeout(now)
             ready = []
-            for fd, _ in self.poller.poll(wait):
+            for fd, events in self.poller.poll(wait if look is None else min(wait, look)):
                 if fd == self.listener.fileno():
                     self._accept()
-                else:
+                elif fd not in self.waits.held:
                     ready.append(fd)
+                elif events & (select.EPOLLHUP | select.EPOLLERR):
+                    self._close(fd)  # Postfix gave up on a held connection
             if ready:
                 self._serve(ready)
+            if self.waits.held:
+                self._look()
 
     def _accept(self) -> None:
         while True:
@@ -228,21 +208,37 @@ class Server:
 
     def _prefetched(self, requests: list[Request]) -> UserFor:
         """Look up at once every address these requests need; a lookup function for decide."""
-        wanted = sorted({address for r in requests if (address := lookup_address(r))})
-        if not wanted:
-            return UserFor(self.lookup, {}, None)
-        try:
-            if len(wanted) == 1:  # a GET's reply is read faster than MGET's
-                users = {wanted[0]: self.lookup.user_for(wanted[0])}
-            else:
-                users = dict(zip(wanted, self.lookup.users_for(wanted), strict=True))
-        except StoreError as error:
-            return UserFor(self.lookup, {}, error)
-        return UserFor(self.lookup, users, None)
+        return looked_up(self.lookup, sorted({a for r in requests if (a := lookup_address(r))}))
+
+    def _look(self) -> None:
+        """Look up the held connections' addresses that are due, at once; resume the settled."""
+        now = time.monotonic()
+        due = self.waits.due(now)
+        if not due:
+            return
+        wanted = sorted({self.waits.held[fd].address for fd in due})
+        user_for = looked_up(self.lookup, wanted)
+        authorized = None if user_for.failure else {a for a, u in user_for.users.items() if u}
+        for fd, held, waited_ms in self.waits.settle(due, authorized, now):
+            connection = self.connections[fd]
+            connection.waited[held.address] = waited_ms
+            self.poller.modify(fd, select.EPOLLIN)
+            if not self._answer(connection, held.requests, user_for):
+                self._close(fd)
+        if self.waits.held:
+            wakeup.wake(self.wake_path)
+        self._deliver_held()
 
     def _answer(self, connection: Connection, requests: list[Request], user_for: UserFor) -> bool:
-        """Decide and reply to one connection's requests; False if it cannot take the reply."""
-        replies, decisions = service.answer(requests, self.policy, user_for)
+        """Decide and reply to one connection's requests; False if it cannot take the reply.
+
+        A relay attempt that may await a login on its way holds the connection
+        (and its requests from that one on) in `waits`, unread, and wakes the
+        reader; `_look` resumes it.
+        """
+        replies, decisions, awaited = service.answer(
+            requests, self.policy, user_for, connection.waited
+        )
         try:
             written = os.write(connection.fd, replies)
         except BlockingIOError:
@@ -256,7 +252,12 @@ class Server:
             unread = "closing connection: it does not read its answers"
             self.held.append(service.problem(audit.ERROR, unread, PBS_ERROR="unread"))
             return False
-        self.held += service.entries(requests, decisions)
+        self.held += service.entries(requests[: len(decisions)], decisions)
+        if awaited is not None:
+            rest = requests[len(decisions) :]
+            self.waits.hold(connection.fd, awaited, rest, self.policy.login_wait)
+            self.poller.modify(connection.fd, 0)
+            wakeup.wake(self.wake_path)
         return True
 
     def _close(self, fd: int, message: str = "", priority: int = audit.INFO) -> None:
@@ -264,6 +265,7 @@ class Server:
             audit.send(priority, message)
         self.poller.unregister(fd)
         os.close(fd)
+        self.waits.release(fd)
         del self.connections[fd]
         self.last_active.pop(fd, None)
         if not self.connections:
@@ -271,28 +273,3 @@ class Server:
         if not self.accepting:  # a descriptor is free again
             self.poller.modify(self.listener.fileno(), select.EPOLLIN)
             self.accepting = True
-
-
-class UserFor:
-    """`user_for` for decide, answered from one round's lookup (GET or MGET).
-
-    An address the round did not fetch is looked up on its own, and a failed
-    MGET is the failure of every lookup of the round: the requests get the
-    unavailable answer, and the next round connects again.
-    """
-
-    __slots__ = ("lookup", "users", "failure")
-
-    def __init__(
-        self, lookup: Lookups, users: dict[str, str | None], failure: StoreError | None
-    ) -> None:
-        self.lookup = lookup
-        self.users = users
-        self.failure = failure
-
-    def __call__(self, address: str) -> str | None:
-        if self.failure is not None:
-            raise self.failure
-        if address in self.users:
-            return self.users[address]
-        return self.lookup.user_for(address)

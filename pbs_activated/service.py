@@ -8,7 +8,10 @@ things in the same order, here:
 2. parse it (protocol.RequestParser), then `answer`: decide every request
    (decision.decide), encode the replies in one piece;
 3. the caller writes the replies, and only then records the audit entries
-   (`audit_entry`), so that a slow journal never delays Postfix.
+   (`audit_entry`), so that a slow journal never delays Postfix;
+4. if `answer` stopped before a relay attempt that may await a login on its way
+   (decision.awaits_login), the caller waits for it (loginwait.py) and answers
+   the rest.
 
 They differ only in how they wait for connections and write: the handler
 blocks on its one connection; the server multiplexes many and looks up a
@@ -21,7 +24,7 @@ import posix  # not os: its import is ~1 ms of every handler's start (defaults.e
 
 from pbs_activated import addresses, audit
 from pbs_activated.config import Config, ConfigError, load
-from pbs_activated.decision import decide
+from pbs_activated.decision import awaits_login, decide
 from pbs_activated.lookup import BrokenConfigLookup, Lookup
 from pbs_activated.protocol import format_reply, rcpt_client_address
 
@@ -109,11 +112,34 @@ def guessed_address(chunk: bytes) -> str | None:
 
 
 def answer(
-    requests: list[Request], policy: PolicySettings, user_for: Callable[[str], str | None]
-) -> tuple[bytes, list[Decision]]:
-    """Decide every request; return the replies to write, in one piece, and the decisions."""
-    decisions = [decide(request, policy, user_for) for request in requests]
-    return b"".join([format_reply(decision.action) for decision in decisions]), decisions
+    requests: list[Request],
+    policy: PolicySettings,
+    user_for: Callable[[str], str | None],
+    waited: dict[str, int | None],
+) -> tuple[bytes, list[Decision], str | None]:
+    """Decide the requests in order; return the replies to write (one piece), the decisions,
+    and the address the next request awaits a login for, or None when all were decided.
+
+    `waited` is the connection's record of addresses it has waited for (address:
+    the ms waited, None once a decision has reported it): each waits once at most.
+    When a request awaits a login for an address not in it, the requests before
+    it are answered and the caller waits (loginwait), records the wait, and calls
+    again with that request and the rest.
+    """
+    decisions: list[Decision] = []
+    for request in requests:
+        decision = decide(request, policy, user_for)
+        address = decision.client_address
+        if address in waited:
+            decision.waited_ms, waited[address] = waited[address], None
+        elif policy.login_wait > 0 and awaits_login(request, decision):
+            return _replies(decisions), decisions, address
+        decisions.append(decision)
+    return _replies(decisions), decisions, None
+
+
+def _replies(decisions: list[Decision]) -> bytes:
+    return b"".join([format_reply(decision.action) for decision in decisions])
 
 
 def entries(requests: list[Request], decisions: list[Decision]) -> list[tuple[bytes, str]]:
@@ -132,9 +158,10 @@ def audit_entry(request: Request, decision: Decision) -> tuple[bytes, str]:
     priority = audit.INFO if state.upper() == "RCPT" else audit.DEBUG
     who = f" ({decision.user})" if decision.user else ""
     client = decision.client_address or request.get("client_address")[:80]
+    waited = f" after waiting {decision.waited_ms} ms" if decision.waited_ms is not None else ""
     message = (
         f"{decision.action} for {client or 'no address'}{who} at {state or 'no state'}: "
-        f"{decision.reason}"
+        f"{decision.reason}{waited}"
     )
     payload = audit.entry(
         priority,
@@ -151,5 +178,6 @@ def audit_entry(request: Request, decision: Decision) -> tuple[bytes, str]:
         PBS_CLIENT_NAME=request.get("client_name"),
         PBS_HELO_NAME=request.get("helo_name"),
         PBS_INSTANCE=request.get("instance"),
+        PBS_WAITED_MS=decision.waited_ms,
     )
     return payload, message

@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,8 +82,9 @@ class PolicyService:
     ) -> None:
         """`wrapper`: a command the unit's command runs under (`env NAME=VALUE`, a netns)."""
         self.path = directory / "policy.sock"
+        self.wake_path = wake_socket_path(directory)
         arguments = ["systemd-socket-activate", "--accept", "--inetd", "-l", str(self.path)]
-        arguments += _environment_options(config, audit_socket)
+        arguments += _environment_options(config, audit_socket, self.wake_path)
         arguments += [*wrapper, *unit_command("pbs-policy@.service", directory)]
         self.process = subprocess.Popen(arguments, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10
@@ -148,7 +150,8 @@ class ServerService:
         self.path = directory / "policy-server.sock"
         self.stderr_path = directory / "policy-server.stderr"
         arguments = ["systemd-socket-activate", *(["--accept"] if accept else []), "-l"]
-        arguments += [str(self.path), *_environment_options(config, audit_socket)]
+        self.wake_path = wake_socket_path(directory)
+        arguments += [str(self.path), *_environment_options(config, audit_socket, self.wake_path)]
         arguments += unit_command("pbs-policy-server.service", directory)
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(arguments, stderr=stderr, start_new_session=True)
@@ -223,9 +226,21 @@ class ServerService:
         self.process.wait(timeout=10)
 
 
-def _environment_options(config: Path, audit_socket: Path | None) -> list[str]:
-    """systemd-socket-activate's `-E` options: our config and the audit sink."""
-    environment = [f"PBS_ACTIVATED_CONFIG={config}"]
+def wake_socket_path(directory: Path) -> Path:
+    """Where a test's handlers send their wake-ups (wakeup.py), never the host's /run.
+
+    Beside the test's other sockets when that path fits a unix socket's 107
+    bytes, else in a short directory of its own.
+    """
+    path = directory / "wake.sock"
+    if len(str(path)) < 100:
+        return path
+    return Path(tempfile.mkdtemp(prefix="pbs-wake-")) / "wake.sock"
+
+
+def _environment_options(config: Path, audit_socket: Path | None, wake: Path) -> list[str]:
+    """systemd-socket-activate's `-E` options: our config, the audit sink, the wake-up socket."""
+    environment = [f"PBS_ACTIVATED_CONFIG={config}", f"PBS_ACTIVATED_WAKE_SOCKET={wake}"]
     if audit_socket is not None:
         environment.append(f"PBS_ACTIVATED_JOURNAL_SOCKET={audit_socket}")
     options = []

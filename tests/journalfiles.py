@@ -15,6 +15,7 @@ as it would see journald's.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -238,6 +239,8 @@ class ReaderProcess:
         self.state.mkdir(exist_ok=True)
         # A short directory: unix socket paths are limited to 107 bytes, pytest's are long.
         self.notify_path = Path(tempfile.mkdtemp(prefix="pbs-notify-")) / "notify.sock"
+        self.wake_path = Path(tempfile.mkdtemp(prefix="pbs-wake-")) / "wake.sock"
+        """The reader's wake-up socket (wakeup.py): the test's, never the host's /run."""
         self.audit_socket = audit_socket
         self.extra_environment = dict(environment or {})
         self.process: subprocess.Popen[bytes] | None = None
@@ -250,12 +253,14 @@ class ReaderProcess:
             self.notify.close()
             self.notify_path.unlink(missing_ok=True)
         self.notify_path.parent.mkdir(exist_ok=True)
+        self.wake_path.parent.mkdir(exist_ok=True)
         self.notify = NotifySink(self.notify_path)
         environment = dict(
             os.environ,
             PYTHONPATH=str(REPO),
             STATE_DIRECTORY=str(self.state),
             NOTIFY_SOCKET=str(self.notify_path),
+            PBS_ACTIVATED_WAKE_SOCKET=str(self.wake_path),
         )
         environment.update(self.extra_environment)
         if self.audit_socket is not None:
@@ -303,6 +308,7 @@ class ReaderProcess:
         self.notify_path.unlink(missing_ok=True)
         if self.notify_path.parent.exists():
             self.notify_path.parent.rmdir()
+        shutil.rmtree(self.wake_path.parent, ignore_errors=True)
 
     @property
     def cursor(self) -> str:

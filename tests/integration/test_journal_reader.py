@@ -425,7 +425,7 @@ def test_a_bad_ignore_network_stops_the_reader(
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="reads x86_64 syscall numbers")
-def test_an_idle_reader_blocks_on_the_journal_with_no_timeout(
+def test_an_idle_reader_blocks_on_the_journal_and_its_wake_up_socket_with_no_timeout(
     reader: ReaderProcess, redis_server: RedisServer, journal_dir: Path
 ) -> None:
     run_until_sentinel(reader, redis_server, journal_dir, [])
@@ -435,11 +435,12 @@ def test_an_idle_reader_blocks_on_the_journal_with_no_timeout(
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # /proc/PID/syscall: number and arguments, in hex
         syscall = Path(f"/proc/{reader.process.pid}/syscall").read_text().split()
-        if syscall[0] == "271":  # ppoll, as sd_journal_wait() blocks
+        if syscall[0] == "7":  # poll() on the journal and the wake-up socket
             break
         time.sleep(0.05)
-    assert syscall[0] == "271", syscall
-    assert int(syscall[3], 16) == 0, "ppoll() was given a timeout: the reader polls"
+    assert syscall[0] == "7", syscall
+    assert int(syscall[2], 16) == 2, "the journal's descriptor and the wake-up socket"
+    assert int(syscall[3], 16) == 0xFFFFFFFF, "poll() was given a timeout: the reader polls"
 
 
 def test_the_watchdog_is_pinged_while_idle(
