@@ -45,7 +45,7 @@ for addr in "$@"; do
     login=$?
     ended=$(date +%s.%N)
     out=$(swaks --server {server} --local-interface "$addr" --from sender@client.example.test \
-        --to someone@remote.test --quit-after RCPT --timeout 30 2>&1)
+        --to someone@remote.test --timeout 30 2>&1)
     replied=$(date +%s.%N)
     rcpt=$(printf '%s\n' "$out" | grep -A1 -- '-> RCPT TO' | tail -n 1 | tr -d '\r')
     echo "$addr|$login|$ended|$replied|$rcpt"
@@ -58,7 +58,14 @@ entries too, at other phases than the logins'."""
 
 
 def relay_after_login(ct: Container, proto: str, clients: list[str]) -> list[dict[str, Any]]:
-    """Log in with curl from each client, relay with swaks the moment curl exits."""
+    """Log in with curl from each client, relay with swaks the moment curl exits.
+
+    Each relay is a whole message (to the discard transport): a session that
+    quit after RCPT would never deliver, and past 100 of them Postfix's inbound
+    flow control (in_flow_delay) would hold every new message for a second.
+    `seconds` is the whole SMTP session, what holds an smtpd process; `ended`
+    is when curl's session ended, on the host's clock as the journal's.
+    """
     script = TRY_SCRIPT.replace("{password}", USERS["alice"]).replace("{server}", SERVER_V4)
     result = ct.run(["bash", "-c", script, "race", proto, *clients], timeout=600)
     tries = []
@@ -68,6 +75,7 @@ def relay_after_login(ct: Container, proto: str, clients: list[str]) -> list[dic
             {
                 "address": address,
                 "login": int(login),
+                "ended": float(ended),
                 "seconds": float(replied) - float(ended),
                 "rcpt": rcpt.removeprefix("<-  ").removeprefix("<** "),
             }
@@ -133,6 +141,7 @@ def test_relays_sent_the_instant_the_session_ends_are_all_accepted(
     waited = {
         e["PBS_CLIENT_ADDRESS"]: int(e["PBS_WAITED_MS"]) for e in decisions if "PBS_WAITED_MS" in e
     }
+    answered_at = timestamps(decisions, "PBS_CLIENT_ADDRESS")
 
     lines = [f"# Relay right after the login: {target.name}", ""]
     for proto, results in tries.items():
@@ -142,18 +151,24 @@ def test_relays_sent_the_instant_the_session_ends_are_all_accepted(
             if t["address"] in authorized_at and t["address"] in login_at
         ]
         waits = [waited[t["address"]] for t in results if t["address"] in waited]
+        answered = [
+            answered_at[t["address"]] / 1000 - t["ended"] * 1000
+            for t in results
+            if t["address"] in answered_at
+        ]
         lines += [
             f"## {proto}: {len(results)} relays the instant curl ended ({half} with a noisy unit)",
             f"- replies: {sorted({t['rcpt'][:3] for t in results})}",
             f"- login -> authorized (ms): {summary(latencies)}",
-            f"- session end -> RCPT reply (ms): {summary([t['seconds'] * 1e3 for t in results])}",
+            f"- session end -> RCPT answered (ms): {summary(answered)}",
             f"- relays that waited: {len(waits)}, waited (ms): {summary(waits or [0])}",
             "",
         ]
     lines += [
         f"## strangers: {len(strangers)} relays without a login",
         f"- replies: {sorted({t['rcpt'][:3] for t in strangers})}",
-        f"- RCPT answered after (ms): {summary([t['seconds'] * 1000 for t in strangers])}"
+        f"- SMTP session, connect to QUIT (what holds an smtpd, ms):"
+        f" {summary([t['seconds'] * 1000 for t in strangers])}"
         f" (login_wait {defaults.LOGIN_WAIT * 1000:.0f} ms)",
     ]
     REPORT_DIR.mkdir(exist_ok=True)
