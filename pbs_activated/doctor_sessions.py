@@ -81,7 +81,8 @@ class Sessions:
         # The keys come after the user's name, which is the client's to choose: a name
         # `x>, mpid=1, session=<a` must not name another session.
         message = entry["MESSAGE"]
-        tail = message[message.find(login.user) + len(login.user) :]
+        named_at = message.find(login.user)
+        tail = message[named_at + len(login.user) :] if named_at >= 0 else message
         for server in self.servers:
             for match in server.sessions.login.finditer(tail):
                 keys.update({name: value for name, value in match.groupdict().items() if value})
