@@ -163,18 +163,23 @@ def format_finding() -> dict[str, str]:
     return finding
 
 
+def assert_unread_session_named(ct: Container, source: str, user: str, password: str) -> None:
+    """`user` logs in under CUSTOM_FORMAT: doctor must name that session in a logs.format
+    error, no login line having been taken since (warnings are for older sessions)."""
+    with custom_login_format(ct):
+        assert pop3_login(ct, source, user, password)["ok"]
+        status, statuses = doctor(ct)
+    assert not_ok(statuses) == {"logs.format": "error"} and status == 2
+    finding = format_finding()
+    assert user in finding["message"] and "Logged out" in finding["message"]
+
+
 def test_login_lines_no_parser_takes(product_host: Container, addresses: AddressPool) -> None:
     ct = product_host
     if ct.run(["id", "dora"], check=False).returncode != 0:
         ct.run(["useradd", "--create-home", "dora"])
     ct.run(["chpasswd"], input="dora:dora-secret\n")
-    with custom_login_format(ct):
-        assert pop3_login(ct, addresses.v4(), "dora", "dora-secret")["ok"]
-        status, statuses = doctor(ct)
-    # An error: no login line was taken since dora's session (warnings are for older ones).
-    assert not_ok(statuses) == {"logs.format": "error"} and status == 2
-    finding = format_finding()
-    assert "dora" in finding["message"] and "Logged out" in finding["message"]
+    assert_unread_session_named(ct, addresses.v4(), "dora", "dora-secret")
 
 
 def test_a_format_changed_after_a_users_earlier_login(
@@ -184,12 +189,7 @@ def test_a_format_changed_after_a_users_earlier_login(
     session after the change; the site pattern the fix names then takes her new line."""
     ct = product_host
     assert pop3_login(ct, addresses.v4(), "alice", "secret")["ok"]
-    with custom_login_format(ct):
-        assert pop3_login(ct, addresses.v4(), "alice", "secret")["ok"]
-        status, statuses = doctor(ct)
-    assert not_ok(statuses) == {"logs.format": "error"} and status == 2
-    finding = format_finding()
-    assert "alice" in finding["message"] and "Logged out" in finding["message"]
+    assert_unread_session_named(ct, addresses.v4(), "alice", "secret")
     # The same journal read with a pattern for the new line: its login names neither
     # session nor process, and is matched to alice's session by time.
     original = ct.read_file(CONFIG)
