@@ -5,10 +5,10 @@ a site's own `login_log_format_elements`) must not come from a loosened copy
 of the parser, which would miss exactly the change it is meant to catch. It
 comes from independent evidence: lines the server writes only about a session
 that did log in (Dovecot's mail processes' `pop3(alice)<pid><session>:
-Disconnected: Logged out ...`). A user with such lines and no login line any
-parser took is the sign. Each parser module declares its server's evidence
-(logins_common.MailServer.session_end); until every server has one, Dovecot's
-is declared here too.
+Disconnected: Logged out ...`), each declared by its parser module
+(logins_common.MailServer.session_end). A session with such a line and no
+login line any parser took for *that session* (doctor_sessions) is the sign,
+also for a user whose logins in the old format were taken earlier that day.
 
 journald drops messages beyond its per-unit rate limit, which counts every
 message of the unit (not only logins) and which journald scales up with free
@@ -25,44 +25,19 @@ from collections.abc import Iterator
 
 from pbs_activated.config import Config
 from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
-from pbs_activated.logins import IMAP, LoginParser
+from pbs_activated.doctor_sessions import Ended, Sessions
+from pbs_activated.logins import SERVERS, LoginParser, MailServer
 
 WINDOW = 86400
 """Seconds of journal the log-source checks read: one day, a whole cycle of a site's use."""
 
-DOVECOT_SESSION_END = re.compile(
-    r"^(?P<protocol>pop3|imap)\((?P<user>.+)\)<[0-9]+><[^<>]*>: Disconnected: "
-)
-"""Dovecot 2.3 and 2.4's mail process at the end of a logged-in session (captured in
-tests/system/fixtures/*/dovecot-login-lines.txt): `imap(alice)<505><Imq58o9h...>:
-Disconnected: Logged out in=12 ...`. The login process (`imap-login:`) never writes it."""
-
 SUPPRESSED = re.compile(r"Suppressed ([0-9]+) messages from (\S+)")
 
 
-OWN_EVIDENCE = {"dovecot": DOVECOT_SESSION_END}
-"""Per-user evidence this module declares, for a server whose own pattern names no user."""
-
-
-def session_ends(unit: str = "") -> list[re.Pattern[str]]:
-    """The evidence of a logged-in session for `unit`: its server's, as the parser modules
-    declare it (logins.SERVERS' session_end), else every server's; Dovecot's without them.
-
-    A declared pattern without a `(?P<user>...)` group can only say "sessions ended and
-    no login at all was taken"; where this module has a per-user one, it is added.
-    """
-    from pbs_activated import logins
-
-    servers = getattr(logins, "SERVERS", {})
-    mine = [server for server in servers.values() if unit in getattr(server, "units", ())]
-    patterns: list[re.Pattern[str]] = []
-    for server in mine or list(servers.values()):
-        pattern = getattr(server, "session_end", None)
-        if isinstance(pattern, re.Pattern):
-            patterns.append(pattern)
-            if "user" not in pattern.groupindex and server.name in OWN_EVIDENCE:
-                patterns.insert(0, OWN_EVIDENCE[server.name])
-    return patterns or [DOVECOT_SESSION_END]
+def servers_of(unit: str) -> list[MailServer]:
+    """The servers whose lines `unit` carries: those that declare it, else every one."""
+    mine = [server for server in SERVERS.values() if unit in server.units]
+    return mine or list(SERVERS.values())
 
 
 def messages(host: Host, since: float, *matches: str) -> list[dict[str, str]] | None:
@@ -93,7 +68,6 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
     units = _units(config)
     formats = journal.login_formats() if hasattr(journal, "login_formats") else journal.formats
     for unit in units:
-        evidence = session_ends(unit)
         status, output = host.run(["systemctl", "show", "-p", "LoadState", "--value", unit])
         if status == 0 and output.strip() == "not-found":
             yield Finding(
@@ -123,8 +97,7 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
         counts = {name: 0 for name in formats}
         parsers = {name: LoginParser((name,), True) for name in formats}
         site = LoginParser((), True, journal.pattern) if journal.pattern else None
-        taken: set[str] = set()
-        signs: dict[str, str] = {}
+        sessions = Sessions(servers_of(unit), since, journal.imap)
         for entry in entries:
             message = entry["MESSAGE"]
             login = None
@@ -138,42 +111,50 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
                 if login is not None:
                     counts["pattern"] = counts.get("pattern", 0) + 1
             if login is not None:
-                taken.add(login.user)
-                continue
-            for pattern in evidence:
-                match = pattern.search(message)
-                if match is None:
-                    continue
-                named = match.groupdict()
-                if (named.get("protocol") or "") == IMAP and not journal.imap:
-                    continue
-                # A pattern that names no user is evidence for the unit as a whole.
-                signs.setdefault(named.get("user") or "", message)
-        missed = {
-            user: line for user, line in signs.items() if (user not in taken if user else not taken)
-        }
-        took = ", ".join(f"{name} {count}" for name, count in counts.items())
-        if missed and not taken:
-            example = next(iter(missed.values()))
-            yield Finding(
-                "logs.format",
-                ERROR,
-                f"{unit}: {len(missed)} session(s) logged in and out in the last {hours}, and no"
-                f" parser took any login line ({took}); e.g. {example!r}",
-                "the server's login lines changed (a new version, login_log_format_elements):"
-                " restore its default format, or set [journal] pattern",
-            )
-        elif missed:
-            user, example = next(iter(missed.items()))
-            yield Finding(
-                "logs.format",
-                WARNING,
-                f"{unit}: {len(missed)} user(s) logged in with no login line taken"
-                f" ({took}); e.g. {user}: {example!r}",
-                "compare their login lines with the parsers (pbs-activated(8), DOCTOR)",
-            )
-        else:
-            yield Finding("logs.format", OK, f"{unit}: logins taken in the last {hours}: {took}")
+                sessions.taken(entry, login)
+            else:
+                sessions.other(entry)
+        yield format_finding(unit, sessions, counts, hours)
+
+
+def format_finding(unit: str, sessions: Sessions, counts: dict[str, int], hours: str) -> Finding:
+    """logs.format: an error when sessions ended after the last login taken (every login
+    since may be unread), a warning when the ones missed are older, else what was taken."""
+    took = ", ".join(f"{name} {count}" for name, count in counts.items())
+    missed = sessions.missed
+    if not missed:
+        return Finding("logs.format", OK, f"{unit}: logins taken in the last {hours}: {took}")
+    recent = [ended for ended in missed if ended.at > sessions.last_taken]
+    if recent:
+        last = (
+            "no parser took any login line"
+            if not sessions.last_taken
+            else "the last login line taken was at " + _local(sessions.last_taken)
+        )
+        return Finding(
+            "logs.format",
+            ERROR,
+            f"{unit}: {len(recent)} session(s) of {_users(recent)} logged in and out since"
+            f" {_local(recent[0].at)} with no login line taken for them, and {last} ({took});"
+            f" e.g. {recent[0].user}: {recent[0].message!r}",
+            "the server's login lines changed (a new version, login_log_format_elements):"
+            " restore its default format, or set [journal] pattern",
+        )
+    return Finding(
+        "logs.format",
+        WARNING,
+        f"{unit}: {len(missed)} session(s) of {_users(missed)} logged in with no login line"
+        f" taken for them ({took}); e.g. {missed[0].user}: {missed[0].message!r}",
+        "compare their login lines with the parsers (pbs-activated(8), DOCTOR)",
+    )
+
+
+def _users(ended: list[Ended]) -> str:
+    return f"{len({session.user for session in ended})} user(s)"
+
+
+def _local(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
 
 
 def check_journald(config: Config, host: Host, window: float = WINDOW) -> Iterator[Finding]:

@@ -3,10 +3,12 @@
 One module per server (logins_dovecot, logins_courier, logins_cyrus) describes
 that server as a MailServer: the units its lines come from, the parser of its
 successful-login lines, and a pattern of the lines it writes only *after* a
-successful login (a logout, a disconnect of a logged-in session). The reader
-uses the first two; `doctor` can use the third: such lines from a server's
-units with no parsed login among them are the sign of logins this package no
-longer understands (a new version's wording, a site's log format).
+successful login (a logout, a disconnect of a logged-in session) with what
+names that session (SessionKeys). The reader uses the first two; `doctor` the
+rest: a session that ended with no parsed login of its own is the sign of
+logins this package no longer understands (a new version's wording, a site's
+log format), even for a user whose earlier logins, in the old format, were
+taken the same day.
 """
 
 from __future__ import annotations
@@ -31,6 +33,25 @@ class Login(NamedTuple):
     """`pop3`, `imap`, or empty when a site pattern does not say."""
 
 
+def start_unknown(groups: dict[str, str], ended: float) -> None:
+    """SessionKeys.started of a server whose session end does not say when it began."""
+    return None
+
+
+class SessionKeys(NamedTuple):
+    """How doctor tells which login a session's end belongs to; the reader never uses it."""
+
+    login: re.Pattern[str]
+    """Searched in a login line a parser took: its groups `session` (the server's name for
+    the session) and `process` (the pid serving it), the keys session_end's groups carry."""
+    started: Callable[[dict[str, str], float], float | None]
+    """When a session began, from its end line's groups and the time (Unix s) it ended;
+    None when the line does not tell."""
+    own_process: bool
+    """Each session's own process writes its lines (Cyrus's imapd, pop3d): the journal's
+    _PID of the login and of the end is then the process key."""
+
+
 class MailServer(NamedTuple):
     """A POP3/IMAP server as the reader (and doctor) knows it: data, no behaviour of its own."""
 
@@ -42,6 +63,9 @@ class MailServer(NamedTuple):
     """The successful login a message records, or None."""
     session_end: re.Pattern[str]
     """Matches (with `search`) the lines the server writes only after a successful login;
-    its group `user` names the session's user (and `protocol`, where the line says it)."""
+    its group `user` names the session's user (and `protocol`, where the line says it),
+    `session` and `process` the keys of SessionKeys, where the line has them."""
+    sessions: SessionKeys
+    """Which login line a session's end belongs to."""
     versions: str
     """The versions proven against the real daemon, for messages and the README."""

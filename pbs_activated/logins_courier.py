@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 
 from pbs_activated import defaults
-from pbs_activated.logins_common import ADDRESS, IMAP, POP3, Login, MailServer
+from pbs_activated.logins_common import ADDRESS, IMAP, POP3, Login, MailServer, SessionKeys
 
 _LOGIN = re.compile(
     rf"LOGIN, user=(?P<user>.+), ip=\[(?P<address>{ADDRESS})\], port=\[[0-9]+\]"
@@ -35,10 +35,22 @@ _LOGIN = re.compile(
 )
 
 SESSION_END = re.compile(
-    rf"^LOGOUT, user=(?P<user>.+), ip=\[{ADDRESS}\], port=\[[0-9]+\], (?:top|headers)="
+    rf"^LOGOUT, user=(?P<user>.+), (?P<session>ip=\[{ADDRESS}\], port=\[[0-9]+\]), "
+    r"(?:top|headers)=(?:.*, time=(?P<duration>[0-9]+))?"
 )
-"""A logged-in session's end, `LOGOUT, user=alice, ip=[...], ...`: a session
-without a login ends in `LOGOUT, ip=[...]` or `Disconnected, ip=[...]`."""
+"""A logged-in session's end, `LOGOUT, user=alice, ip=[...], port=[...], ...,
+time=0`: a session without a login ends in `LOGOUT, ip=[...]` or `Disconnected,
+ip=[...]`. The client's address and port name the session, as in its LOGIN
+line; `time=` is how many seconds it lasted."""
+
+LOGIN_SESSION = re.compile(rf"(?P<session>ip=\[{ADDRESS}\], port=\[[0-9]+\])")
+"""The address and port of a LOGIN line; its last match is the daemon's (the user comes first)."""
+
+
+def session_started(groups: dict[str, str], ended: float) -> float | None:
+    """When a Courier session began: its end, less the seconds LOGOUT's `time=` says it lasted."""
+    duration = groups.get("duration")
+    return ended - int(duration) - 1 if duration else None
 
 
 def parse_courier(message: str) -> Login | None:
@@ -56,5 +68,6 @@ COURIER = MailServer(
     units=defaults.SERVER_UNITS["courier"],
     parse=parse_courier,
     session_end=SESSION_END,
+    sessions=SessionKeys(LOGIN_SESSION, session_started, own_process=False),
     versions="Courier-IMAP 5.0, courier-pop 1.0 (Debian 12); 5.2, 1.4 (Debian 13)",
 )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from pbs_activated import defaults
-from pbs_activated.logins_common import ADDRESS, Login, MailServer
+from pbs_activated.logins_common import ADDRESS, Login, MailServer, SessionKeys, start_unknown
 
 _LOGIN = re.compile(
     rf"login: (?:.* )?\[(?P<address>{ADDRESS})\] (?P<user>\S+) "
@@ -33,7 +33,12 @@ _LOGIN = re.compile(
 
 SESSION_END = re.compile(r"^USAGE (?P<user>\S+) user: ")
 """`USAGE alice user: 0.003546 sys: 0.021245`, written when a logged-in imapd or
-pop3d ends (a session without a login writes none; pop3d's `counts:` comes either way)."""
+pop3d ends (a session without a login writes none; pop3d's `counts:` comes either way).
+It names no session: the process that wrote it (the journal's _PID) served one
+session at a time, the one of its last login line, and wrote both lines itself."""
+
+LOGIN_SESSION = re.compile(r" SESSIONID=<(?P<session>[^<>\s]*)>$")
+"""A login line's SESSIONID, which no line at the session's end repeats on Debian 12."""
 
 
 def parse_cyrus(message: str) -> Login | None:
@@ -51,5 +56,6 @@ CYRUS = MailServer(
     units=defaults.SERVER_UNITS["cyrus"],
     parse=parse_cyrus,
     session_end=SESSION_END,
+    sessions=SessionKeys(LOGIN_SESSION, start_unknown, own_process=True),
     versions="Cyrus IMAP 3.6 (Debian 12), 3.10 (Debian 13)",
 )

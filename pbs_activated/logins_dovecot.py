@@ -16,10 +16,11 @@ syslog/journald the message carries an `Info: ` prefix.
 
 from __future__ import annotations
 
+import binascii
 import re
 
 from pbs_activated import defaults
-from pbs_activated.logins_common import ADDRESS, Login, MailServer
+from pbs_activated.logins_common import ADDRESS, Login, MailServer, SessionKeys
 
 _LOGIN = re.compile(
     r"(?P<protocol>pop3|imap)-login: (?:Info: )?(?:Login|Logged in): "
@@ -29,10 +30,37 @@ _LOGIN = re.compile(
 )
 
 SESSION_END = re.compile(
-    r"^(?P<protocol>pop3|imap)\((?P<user>.+)\)<[0-9]+><[^<>]*>: Disconnected: Logged out"
+    r"^(?P<protocol>pop3|imap)\((?P<user>.+)\)<(?P<process>[0-9]+)><(?P<session>[^<>]*)>: "
+    r"Disconnected: Logged out"
 )
 """The mail process's last line, `pop3(alice)<497><1NWu...>: Disconnected: Logged out ...`:
-only a session that logged in has a mail process (both versions)."""
+only a session that logged in has a mail process (both versions). Its prefix is
+mail_log_prefix, `%s(%u)<%{pid}><%{session}>: ` by default: the pid is the login
+line's `mpid=`, the session its `session=<...>`."""
+
+LOGIN_SESSION = re.compile(r"\bmpid=(?P<process>[0-9]+)|\bsession=<(?P<session>[A-Za-z0-9+/=]+)>")
+"""A login line's `mpid=` and `session=<...>` elements (a site's format may lack both)."""
+
+MICROSECONDS = 1 << 48
+"""The session ID's time is the low 48 bits of a microsecond clock: it wraps every 8.9 years."""
+
+
+def session_started(groups: dict[str, str], ended: float) -> float | None:
+    """When a Dovecot session began (Unix s), read from its ID and the time it ended.
+
+    The login process names a session by base64 of the low 48 bits of the time
+    it accepted the connection in microseconds (little-endian), then the
+    client's port and address (client_get_session_id() in login-common, 2.3 and
+    2.4 alike; every session of the fixtures decodes to its login's time).
+    """
+    try:
+        head = binascii.a2b_base64(groups.get("session", "")[:8])
+    except binascii.Error:
+        return None
+    if len(head) != 6:
+        return None
+    ended_us = int(ended * 1_000_000)
+    return (ended_us - (ended_us - int.from_bytes(head, "little")) % MICROSECONDS) / 1_000_000
 
 
 def parse_dovecot(message: str) -> Login | None:
@@ -51,5 +79,6 @@ DOVECOT = MailServer(
     units=defaults.SERVER_UNITS["dovecot"],
     parse=parse_dovecot,
     session_end=SESSION_END,
+    sessions=SessionKeys(LOGIN_SESSION, session_started, own_process=False),
     versions="Dovecot 2.3 (Debian 12), 2.4 (Debian 13)",
 )
