@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from container import Container
 from mailhost import SERVER_V4, USERS
+from product import use_policy_socket
 
 from pbs_activated import defaults
 
@@ -181,3 +182,45 @@ def test_relays_sent_the_instant_the_session_ends_are_all_accepted(
         assert not refused, (proto, refused)
     assert all(t["rcpt"].startswith("554") for t in strangers), strangers
     assert all(t["seconds"] >= defaults.LOGIN_WAIT for t in strangers), strangers
+
+
+SERVER_CLIENTS = [f"192.0.2.{n}" for n in range(240, 255)]
+
+
+def test_the_policy_server_relays_the_instant_the_session_ends_too(
+    product_host: Container,
+) -> None:
+    """The Accept=no server waits without blocking (loginwait.Waits): the same race, answered."""
+    ct = product_host
+    batch = [f"addr replace {a}/32 dev lo" for a in SERVER_CLIENTS]
+    ct.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+    use_policy_socket(ct, "pbs-policy-server.socket")
+    try:
+        tries = relay_after_login(ct, "pop3", SERVER_CLIENTS)
+    finally:
+        use_policy_socket(ct, "pbs-policy.socket")
+    assert all(t["login"] == 0 for t in tries), tries
+    assert all(t["rcpt"].startswith("250") for t in tries), tries
+
+
+WAKE_PROBE = """
+import socket, sys
+sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+try:
+    sender.sendto(b"", sys.argv[1])
+except OSError as error:
+    print(type(error).__name__)
+else:
+    print("sent")
+"""
+
+
+def test_no_local_user_can_reach_the_wake_up_socket(product_host: Container) -> None:
+    """Only the services' group may wake the reader; what it would carry is nothing anyway."""
+    ct = product_host
+    path = defaults.WAKE_SOCKET
+    listing = ct.run(["stat", "-c", "%a %G %F", "/run/pbs-journal", path]).stdout.splitlines()
+    assert listing == ["750 pbs-activated directory", "620 pbs-activated socket"]
+    probe = ["python3", "-c", WAKE_PROBE, path]
+    assert ct.run(probe, user="nobody").stdout.strip() == "PermissionError"
+    assert ct.run(probe).stdout.strip() == "sent"  # root may, as it may do anything
