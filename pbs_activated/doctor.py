@@ -17,54 +17,11 @@ known). The checks run the tools a Debian administrator would (`postconf`,
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
 
 from pbs_activated.config import Config
-
-OK = "ok"
-WARNING = "warning"
-ERROR = "error"
-UNKNOWN = "unknown"
-
-EXIT_STATUS = {OK: 0, WARNING: 1, ERROR: 2, UNKNOWN: 3}
-"""The monitoring-plugin convention (Nagios, Icinga, monitoring-plugins)."""
-
-TOOL_TIMEOUT = 30.0
-"""Seconds any one tool may take; `journalctl` over a day of a busy host is the slowest."""
-
-
-class Finding(NamedTuple):
-    """What one check found: its name (`postfix.position`...), status, what and the fix."""
-
-    check: str
-    status: str
-    message: str
-    fix: str = ""
-
-
-class Host:
-    """The tools of the host doctor looks at; tests give canned answers instead."""
-
-    def run(self, command: Sequence[str], timeout: float = TOOL_TIMEOUT) -> tuple[int, str]:
-        """Run a tool; (exit status, standard output), 127 when it is not installed."""
-        try:
-            result = subprocess.run(
-                list(command),
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            return 127, ""
-        except subprocess.TimeoutExpired:
-            return 124, ""
-        return result.returncode, result.stdout
-
+from pbs_activated.doctor_findings import ERROR, EXIT_STATUS, OK, UNKNOWN, WARNING, Finding, Host
 
 Check = Callable[[Config, Host], Iterable[Finding]]
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 
 from pbs_activated.config import Config
-from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 from pbs_activated.doctor_sessions import Ended, Sessions
 from pbs_activated.logins import SERVERS, LoginParser, MailServer
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pbs_activated import postfix
 from pbs_activated.config import Config
 from pbs_activated.decision import RELAY_CONTEXT
-from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 from pbs_activated.doctor_systemd import policy_listeners
 from pbs_activated.postconf import Restriction, parameters, restrictions
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from pbs_activated import defaults
 from pbs_activated.config import Config, RedisSettings
-from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 from pbs_activated.doctor_logs import messages
 from pbs_activated.errors import StoreError, StoreRefused
 from pbs_activated.writer import Writer

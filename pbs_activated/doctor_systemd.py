@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from pbs_activated import defaults
 from pbs_activated.config import Config
-from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 
 POLICY_SOCKETS = ("pbs-policy.socket", "pbs-policy-server.socket")
 READER = "pbs-journal.service"

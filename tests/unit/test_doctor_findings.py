@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pbs_activated import doctor, doctor_postfix, postfix
-from pbs_activated.doctor import ERROR, OK, UNKNOWN, WARNING, Finding
+from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding
 
 SOCKET = "/var/spool/postfix/private/pbs-policy"
 

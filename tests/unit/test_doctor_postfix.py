@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pbs_activated import doctor_postfix, postfix
-from pbs_activated.doctor import OK, WARNING
+from pbs_activated.doctor_findings import OK, WARNING
 
 SOCKET = "/var/spool/postfix/private/pbs-policy"
 POLICY = postfix.restriction()

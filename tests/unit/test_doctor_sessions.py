@@ -16,7 +16,7 @@ import pytest
 from support import REPO
 
 from pbs_activated import doctor_logs
-from pbs_activated.doctor import ERROR, OK, WARNING
+from pbs_activated.doctor_findings import ERROR, OK, WARNING
 from pbs_activated.doctor_sessions import Sessions, logged_at
 from pbs_activated.logins import SERVERS, Login
 from pbs_activated.logins_dovecot import session_started
