@@ -73,7 +73,9 @@ def analyse(
     ]
     in_recipient = [item for item in restrictions(recipient) if _policy(item)]
     if not ours:
-        return findings + _not_in_relay(where, names, refusal, bool(in_recipient))
+        recipient_names = [item.name for item in restrictions(recipient)]
+        sasl_only = _ends_in_reject(names) or _ends_in_reject(recipient_names)
+        return findings + _not_in_relay(where, names, refusal, bool(in_recipient), sasl_only)
     if not mine:
         named = ", ".join(
             f"{item.service} ({socket_path(item.service, queue_directory, chrooted) or 'tcp'})"
@@ -136,7 +138,14 @@ def analyse(
     return findings
 
 
-def _not_in_relay(where: str, names: list[str], refusal: int, in_recipient: bool) -> list[Finding]:
+def _ends_in_reject(names: list[str]) -> bool:
+    """Whether a restriction list ends in a bare `reject`: nobody it did not permit gets by."""
+    return bool(names) and names[-1] == "reject"
+
+
+def _not_in_relay(
+    where: str, names: list[str], refusal: int, in_recipient: bool, sasl_only: bool
+) -> list[Finding]:
     """The findings for an smtpd whose relay restrictions do not ask us."""
     if in_recipient and refusal < len(names):
         return [
@@ -158,10 +167,11 @@ def _not_in_relay(where: str, names: list[str], refusal: int, in_recipient: bool
                 f"move it to {RELAY}: {postfix.relay_restrictions()}",
             )
         ]
-    if names and names[-1] == "reject":
-        # Debian's submission/submissions (`permit_sasl_authenticated,reject`): only
-        # SASL clients send here, and permit_auth_destination would open it.
-        return [Finding("postfix.line", OK, f"{where}: {RELAY} ends in reject: SASL only")]
+    if sasl_only:
+        # Debian's submission/submissions (`-o smtpd_recipient_restrictions=
+        # permit_sasl_authenticated,reject`): only SASL clients send here, and
+        # permit_auth_destination would open it.
+        return [Finding("postfix.line", OK, f"{where}: a list ends in reject: SASL only")]
     return [
         Finding(
             "postfix.missing",
@@ -196,7 +206,7 @@ def _relaying_only(where: str, names: list[str], index: int, context: str) -> li
             )
         ]
     findings = []
-    if names and names[-1] == "reject":
+    if _ends_in_reject(names):
         findings.append(
             Finding(
                 "postfix.submission",

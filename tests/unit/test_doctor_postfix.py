@@ -66,6 +66,12 @@ def test_a_submission_list_ending_in_reject_needs_no_policy_service() -> None:
     assert judged("permit_sasl_authenticated, reject") == {("postfix.line", OK)}
 
 
+def test_debians_submission_overrides_need_no_policy_service() -> None:
+    """master.cf's submission: `-o smtpd_relay_restrictions=` (empty) and
+    `-o smtpd_recipient_restrictions=permit_sasl_authenticated,reject`."""
+    assert judged("", "permit_sasl_authenticated, reject") == {("postfix.line", OK)}
+
+
 def test_permit_auth_destination_in_a_list_ending_in_reject_is_a_warning() -> None:
     relay = f"permit_sasl_authenticated, permit_auth_destination, {POLICY}, reject"
     assert ("postfix.submission", WARNING) in judged(relay)
