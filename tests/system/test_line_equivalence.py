@@ -122,19 +122,29 @@ MATRIX = REPO / "build" / "line-equivalence.json"
 SAME, INTENDED, UNINTENDED = "same", "intended", "UNINTENDED"
 
 
+Condition = Callable[[Container], contextlib.AbstractContextManager[None]]
+"""A policy state: entered for the body of a `with`, left as it was found after."""
+
+
 @contextlib.contextmanager
 def up(ct: Container) -> Iterator[None]:
     yield
 
 
-@contextlib.contextmanager
-def socket_stopped(ct: Container) -> Iterator[None]:
-    ct.systemctl("stop", HANDLER_SOCKET)
-    try:
-        yield
-    finally:
-        ct.systemctl("start", HANDLER_SOCKET)
-        wait_active(ct, HANDLER_SOCKET)
+def stopped(unit_of: Callable[[Container], str]) -> Condition:
+    """A state in which a unit (the socket, the store) is stopped, started again after."""
+
+    @contextlib.contextmanager
+    def condition(ct: Container) -> Iterator[None]:
+        unit = unit_of(ct)
+        ct.systemctl("stop", unit)
+        try:
+            yield
+        finally:
+            ct.systemctl("start", unit)
+            wait_active(ct, unit)
+
+    return condition
 
 
 @contextlib.contextmanager
@@ -154,22 +164,11 @@ def stop_hung_handlers(ct: Container) -> None:
     ct.systemctl("stop", "pbs-policy@*.service", check=False)
 
 
-@contextlib.contextmanager
-def store_down(ct: Container) -> Iterator[None]:
-    unit = store_unit(ct)
-    ct.systemctl("stop", unit)
-    try:
-        yield
-    finally:
-        ct.systemctl("start", unit)
-        wait_active(ct, unit)
-
-
-STATES: dict[str, Callable[[Container], contextlib.AbstractContextManager[None]]] = {
+STATES: dict[str, Condition] = {
     "up": up,
-    "socket stopped": socket_stopped,
+    "socket stopped": stopped(lambda ct: HANDLER_SOCKET),
     "handler hung": handler_hung,
-    "store down": store_down,
+    "store down": stopped(store_unit),
 }
 
 
