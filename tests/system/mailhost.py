@@ -26,6 +26,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +505,196 @@ def smtp_try_patient(
         (int(code), str(message), float(seconds))
         for (code, message), seconds in zip(result["rcpts"], result["rcpt_seconds"], strict=True)
     ]
+
+
+# --------------------------------------------------------------------------
+# Postfix variations: SASL through Dovecot, Debian's submission (each undone after)
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postfix_settings(ct: Container, settings: dict[str, str]) -> Iterator[None]:
+    """main.cf with `settings` (postconf -e, then a reload); afterwards each setting back
+    to the value it had, or removed (postconf -X) where main.cf did not set it."""
+    shown = ct.run(["postconf", "-n", *settings]).stdout.splitlines()
+    before = dict(line.split(" = ", 1) for line in shown if " = " in line)
+    ct.run(["postconf", "-e", *(f"{name}={value}" for name, value in settings.items())])
+    ct.run(["postfix", "reload"])
+    try:
+        yield
+    finally:
+        kept = [f"{name}={before[name]}" for name in settings if name in before]
+        added = [name for name in settings if name not in before]
+        if kept:
+            ct.run(["postconf", "-e", *kept])
+        if added:
+            ct.run(["postconf", "-X", *added])
+        ct.run(["postfix", "reload"])
+
+
+SASL_SNIPPET = "/etc/dovecot/conf.d/99-pbs-sasl.conf"
+SASL_SOCKET = "/var/spool/postfix/private/auth"
+# The form of Debian's commented example in 10-master.conf, the same in 2.3 and 2.4.
+SASL_CONF = f"""\
+# Written by tests/system/mailhost.py: Postfix's SASL through Dovecot's auth service.
+service auth {{
+  unix_listener {SASL_SOCKET} {{
+    mode = 0660
+    user = postfix
+    group = postfix
+  }}
+}}
+"""
+SASL_SETTINGS = {
+    "smtpd_sasl_type": "dovecot",
+    "smtpd_sasl_path": "private/auth",
+    "smtpd_sasl_auth_enable": "yes",
+}
+
+
+@contextlib.contextmanager
+def postfix_sasl_via_dovecot(ct: Container) -> Iterator[None]:
+    """Postfix's smtpd offering AUTH, checked by Dovecot's auth service (USERS' passwords),
+    as SASL_README's Dovecot section sets it up; plaintext, as the rest of the host."""
+    ct.write_file(SASL_SNIPPET, SASL_CONF)
+    reconfigure_dovecot(ct)
+    deadline = time.monotonic() + 10
+    while ct.run(["test", "-S", SASL_SOCKET], check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Dovecot made no {SASL_SOCKET}")
+        time.sleep(0.1)
+    try:
+        with postfix_settings(ct, SASL_SETTINGS):
+            yield
+    finally:
+        ct.run(["rm", "-f", SASL_SNIPPET])
+        reconfigure_dovecot(ct)
+
+
+SUBMISSION_WITHOUT = ("smtpd_tls_security_level", "smtpd_tls_auth_only")
+"""Debian's submission overrides left out: they demand TLS, which the test clients do
+not speak (swaks has no Net::SSLeay in the rootfs); TLS decides no relay restriction."""
+
+
+def debian_submission_overrides(master_cf: str) -> list[tuple[str, str]]:
+    """The `-o name=value` lines of the commented `submission inet` service in Debian's
+    master.cf (its own, per release: trixie's adds smtpd_forbid_unauth_pipelining and more)."""
+    lines = master_cf.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(r"#submission\s+inet\s", line))
+    overrides = []
+    for line in lines[start + 1 :]:
+        option = re.match(r"#\s+-o\s+([a-z_]+)=(\S*)$", line)
+        if option:
+            overrides.append((option.group(1), option.group(2)))
+        elif not line.startswith("#     "):  # the commentary between the options goes on
+            break
+    return overrides
+
+
+@contextlib.contextmanager
+def debian_submission(ct: Container) -> Iterator[list[tuple[str, str]]]:
+    """Submission on 587 as Debian's master.cf has it commented out, with its own `-o`
+    overrides (but SUBMISSION_WITHOUT); yields the overrides written. Removed after."""
+    written = [
+        (name, value)
+        for name, value in debian_submission_overrides(ct.read_file("/etc/postfix/master.cf"))
+        if name not in SUBMISSION_WITHOUT
+    ]
+    ct.run(["postconf", "-M", "submission/inet=submission inet n - y - - smtpd"])
+    ct.run(["postconf", "-P", *(f"submission/inet/{name}={value}" for name, value in written)])
+    ct.run(["postfix", "reload"])
+    wait_for_listeners(ct, (587,))
+    try:
+        yield written
+    finally:
+        ct.run(["postconf", "-MX", "submission/inet"])
+        ct.run(["postfix", "reload"])
+
+
+# --------------------------------------------------------------------------
+# swaks, Debian's SMTP client, run inside the container: many sessions at once
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwaksSession:
+    """One SMTP session up to RCPT: from `source` to SERVER_V4:`port`, every recipient in
+    turn, authenticated (AUTH PLAIN) as `user` when one is named."""
+
+    name: str
+    source: str
+    recipients: tuple[str, ...]
+    port: int = 25
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class RcptReply:
+    """The server's reply to one RCPT, as swaks shows it, and how long it took."""
+
+    recipient: str
+    reply: str
+    seconds: float
+
+
+SWAKS_AT_ONCE = r"""
+set -u
+out=$(mktemp -d)
+while IFS='|' read -r name source port user password recipients; do
+    set -- --server {server} --port "$port" --local-interface "$source" \
+        --from sender@client.example.test --to "$recipients" \
+        --quit-after RCPT --show-time-lapse --timeout 120
+    if [ -n "$user" ]; then
+        set -- "$@" --auth PLAIN --auth-user "$user" --auth-password "$password"
+    fi
+    swaks "$@" > "$out/$name" 2>&1 &
+done
+wait
+for file in "$out"/*; do
+    echo "### session ${file##*/}"
+    cat "$file"
+done
+rm -r "$out"
+"""
+
+
+def swaks_at_once(ct: Container, sessions: list[SwaksSession]) -> dict[str, list[RcptReply]]:
+    """Run every session at once (swaks, `--quit-after RCPT`: never DATA), and return each
+    one's RCPT replies in order; a session missing a reply raises with its transcript.
+
+    At once, because a session behind an unreachable or hung policy service spends most
+    of its time waiting: in parallel those waits cost about one of them.
+    """
+    specs = "".join(
+        f"{s.name}|{s.source}|{s.port}|{s.user}|{USERS.get(s.user, '')}|{','.join(s.recipients)}\n"
+        for s in sessions
+    )
+    script = SWAKS_AT_ONCE.replace("{server}", SERVER_V4)
+    slowest = 30 + 10 * max((len(s.recipients) for s in sessions), default=0)
+    output = ct.run(["bash", "-c", script], input=specs, timeout=slowest).stdout
+    transcripts: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("### session "):
+            current = transcripts.setdefault(line.removeprefix("### session "), [])
+        else:
+            current.append(line)
+    return {s.name: rcpt_replies(s, transcripts.get(s.name, [])) for s in sessions}
+
+
+def rcpt_replies(session: SwaksSession, transcript: list[str]) -> list[RcptReply]:
+    """The RCPT replies of one swaks transcript (`--show-time-lapse`), by recipient."""
+    replies: list[RcptReply] = []
+    asked, seconds = False, 0.0
+    for line in transcript:
+        if line.startswith(" -> RCPT TO:"):
+            asked = True
+        elif asked and line.startswith("=== response in "):
+            seconds = float(line.removeprefix("=== response in ").rstrip("s"))
+        elif asked and line[:4] in ("<-  ", "<** "):
+            recipient = session.recipients[len(replies)]
+            replies.append(RcptReply(recipient, line[4:].strip(), seconds))
+            asked = False
+    if len(replies) != len(session.recipients):
+        raise RuntimeError(f"swaks session {session.name}:\n" + "\n".join(transcript))
+    return replies
