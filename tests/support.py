@@ -163,6 +163,35 @@ def component_python() -> str:
     return interpreter_with_redis_py(other_release_version() if version == "other" else version)
 
 
+def deb_of_commit(commit: str, version: str) -> Path:
+    """The .deb of `version` as `make deb` built it at `commit` of this repository's
+    history (an earlier release, to upgrade from), cached under build/ by commit.
+
+    Built from `git archive` outside the checkout: inside it, that commit's Makefile
+    would ask this repository's git which files to package.
+    """
+    deb = REPO / "build" / f"pbs-activated_{version}_all-{commit[:12]}.deb"
+    if deb.is_file():
+        return deb
+    with tempfile.TemporaryDirectory(prefix=f"pbs-{version}-") as temporary:
+        tree = Path(temporary)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+        subprocess.run(
+            ["make", "-C", str(tree), "deb"], capture_output=True, check=True, env=environment
+        )
+        deb.parent.mkdir(parents=True, exist_ok=True)
+        partial = deb.with_name(f"{deb.name}.{os.getpid()}")
+        shutil.copyfile(tree / "dist" / f"pbs-activated_{version}_all.deb", partial)
+        partial.rename(deb)
+    return deb
+
+
 @functools.cache
 def package_for_other_users() -> Path:
     """A directory every user can import pbs_activated from: for PYTHONPATH of code run as
