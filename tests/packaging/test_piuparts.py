@@ -40,6 +40,7 @@ from releasetools import (
     RELEASES,
     RootError,
     Tools,
+    host_release,
     missing_requirements,
     tools_of,
 )
@@ -59,8 +60,12 @@ def base_tarball(release: str) -> Path:
     Built beside the other cached roots, under a lock and renamed into place when
     complete, so a parallel or interrupted run never takes half a tarball.
     """
-    recipe = {"release": release, "mirror": MIRROR, "variant": "minbase"}
-    recipe["version"] = BASE_RECIPE_VERSION
+    recipe = {
+        "release": release,
+        "mirror": MIRROR,
+        "variant": "minbase",
+        "version": BASE_RECIPE_VERSION,
+    }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     tarball = CACHE_DIR / f"piuparts-base-{release}-{key}.tgz"
     if tarball.is_file():
@@ -156,6 +161,8 @@ def piuparts(
     reason = missing_requirements()
     if reason:
         pytest.skip(f"piuparts: {reason}")
+    if release == host_release() and not (shutil.which("piuparts") and shutil.which("adequate")):
+        pytest.fail("piuparts or adequate is missing: run the tests through `make test`")
     try:
         tools = tools_of(release, PIUPARTS)
         base = base_tarball(release)
