@@ -23,13 +23,13 @@ def ask(client_address: str) -> str:
         connection.settimeout(10)
         connection.connect(POLICY_SOCKET)
         connection.sendall(request.encode())
-        answer = b""
-        while not answer.endswith(b"\n\n"):
-            chunk = connection.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer.decode().strip()
+        answer = []
+        with connection.makefile("rb") as replies:
+            for line in replies:  # name=value lines up to an empty one, as Postfix reads
+                if line == b"\n":
+                    break
+                answer.append(line.decode().strip())
+    return "\n".join(answer)
 
 
 def run(*argv: str) -> str:
