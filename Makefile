@@ -38,9 +38,12 @@ $(VENV)/.stamp: Makefile
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check ruff==0.8.4 mypy==1.13.0
 	touch $@
 
+# The DEP-8 tests are Python scripts without a .py name: named one by one.
+DEP8_SCRIPTS := $(filter-out %/control,$(wildcard packaging/debian/tests/*))
+
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check pbs_activated tests bench
-	$(VENV)/bin/ruff format --check pbs_activated tests
+	$(VENV)/bin/ruff check pbs_activated tests bench $(DEP8_SCRIPTS)
+	$(VENV)/bin/ruff format --check pbs_activated tests $(DEP8_SCRIPTS)
 	$(VENV)/bin/mypy
 
 unit: deps
