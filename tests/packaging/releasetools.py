@@ -11,6 +11,11 @@ tests/system/container.py caches its booted root. The tools then run in it with
 `systemd-nspawn` (no boot, no network, the root read-only), with one host
 directory visible read-only at SHARED.
 
+The installation testers (piuparts, adequate: trixie's piuparts knows trixie's
+debconf, bookworm's does not) are another Kit with a root of its own,
+piuparts-<release>-<recipe hash>/; they run the same way but with the host's
+network and SHARED writable (Tools.run's `installing`).
+
 Kept apart from tests/system/container.py on purpose: a root of checkers has other
 packages and another life cycle than a booted mail system, and its builds use
 their own lock and their own names, so neither removes the other's half-built tree.
