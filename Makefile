@@ -10,9 +10,13 @@ VENV := .venv
 PYTEST := $(PYTHON) -m pytest
 
 RUNTIME_PACKAGES := python3 python3-redis python3-systemd
+# Debian's own QA tools for the host's release (tests/packaging/test_piuparts.py; dpkg-dev
+# for the local repository of the previous version). The other release's piuparts runs in
+# a cached root of that release, and autopkgtest inside the booted test containers.
+QA_PACKAGES := piuparts adequate dpkg-dev
 TEST_PACKAGES := $(RUNTIME_PACKAGES) redis-server redis-sentinel python3-pytest \
 	python3-hypothesis python3-venv systemd systemd-journal-remote systemd-container \
-	debootstrap iproute2 openssl python3-hiredis
+	debootstrap iproute2 openssl python3-hiredis $(QA_PACKAGES)
 # npm separately: NodeSource's nodejs bundles it and conflicts with Debian's npm.
 BENCH_PACKAGES := python3 redis-server systemd nodejs python3-hiredis
 # Build dependencies of packaging/debian/control, plus what the package's checks run.
@@ -34,9 +38,12 @@ $(VENV)/.stamp: Makefile
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check ruff==0.8.4 mypy==1.13.0
 	touch $@
 
+# The DEP-8 tests are Python scripts without a .py name: named one by one.
+DEP8_SCRIPTS := $(filter-out %/control,$(wildcard packaging/debian/tests/*))
+
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check pbs_activated tests bench
-	$(VENV)/bin/ruff format --check pbs_activated tests
+	$(VENV)/bin/ruff check pbs_activated tests bench $(DEP8_SCRIPTS)
+	$(VENV)/bin/ruff format --check pbs_activated tests $(DEP8_SCRIPTS)
 	$(VENV)/bin/mypy
 
 unit: deps

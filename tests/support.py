@@ -8,12 +8,16 @@ entries arrive on a real datagram socket in journald's native format.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import random
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -157,6 +161,58 @@ def component_python() -> str:
     from redispy import interpreter_with_redis_py, other_release_version
 
     return interpreter_with_redis_py(other_release_version() if version == "other" else version)
+
+
+def deb_of_commit(commit: str, version: str) -> Path:
+    """The .deb of `version` as `make deb` built it at `commit` of this repository's
+    history (an earlier release, to upgrade from), cached under build/ by commit.
+
+    Built from `git archive` outside the checkout: inside it, that commit's Makefile
+    would ask this repository's git which files to package.
+    """
+    deb = REPO / "build" / f"pbs-activated_{version}_all-{commit[:12]}.deb"
+    if deb.is_file():
+        return deb
+    with tempfile.TemporaryDirectory(prefix=f"pbs-{version}-") as temporary:
+        tree = Path(temporary)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+        subprocess.run(
+            ["make", "-C", str(tree), "deb"], capture_output=True, check=True, env=environment
+        )
+        deb.parent.mkdir(parents=True, exist_ok=True)
+        partial = deb.with_name(f"{deb.name}.{os.getpid()}")
+        shutil.copyfile(tree / "dist" / f"pbs-activated_{version}_all.deb", partial)
+        partial.rename(deb)
+    return deb
+
+
+@functools.cache
+def package_for_other_users() -> Path:
+    """A directory every user can import pbs_activated from: for PYTHONPATH of code run as
+    another user (`nobody`, a group member) than the one who owns the checkout.
+
+    Why a copy: a checkout under /root, or in any directory another user cannot
+    traverse (`mktemp -d` is 0700), cannot be imported from by `nobody`, and the
+    test would fail on the import instead of reaching what it checks. The copy is
+    made once per test process, world-readable whatever the umask of the clone, in
+    the system's temporary directory, and removed when the process ends.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="pbs-activated-package-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    shutil.copytree(
+        REPO / "pbs_activated",
+        directory / "pbs_activated",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for path in (directory, *directory.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return directory
 
 
 class RedisServer:

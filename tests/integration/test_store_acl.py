@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import PYTHON, REPO, RedisServer, run_cli, write_config
+from support import PYTHON, RedisServer, package_for_other_users, run_cli, write_config
 
 from pbs_activated import acl, errors, keys
 from pbs_activated.config import RedisSettings
@@ -171,7 +171,7 @@ def shared_dir() -> Iterator[Path]:
 def run_cli_as(
     uid: int, gid: int, *arguments: str, groups: tuple[int, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI as another user, from this checkout."""
+    """The CLI as another user, from a copy of this checkout's package that user can read."""
     as_user = [
         "setpriv",
         f"--reuid={uid}",
@@ -181,7 +181,11 @@ def run_cli_as(
     ]
     return subprocess.run(
         [*as_user, PYTHON, "-m", "pbs_activated", *arguments],
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(package_for_other_users()),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        },
         capture_output=True,
         text=True,
         timeout=30,

@@ -11,6 +11,11 @@ tests/system/container.py caches its booted root. The tools then run in it with
 `systemd-nspawn` (no boot, no network, the root read-only), with one host
 directory visible read-only at SHARED.
 
+The installation testers (piuparts, adequate: trixie's piuparts knows trixie's
+debconf, bookworm's does not) are another Kit with a root of its own,
+piuparts-<release>-<recipe hash>/; they run the same way but with the host's
+network and SHARED writable (Tools.run's `installing`).
+
 Kept apart from tests/system/container.py on purpose: a root of checkers has other
 packages and another life cycle than a booted mail system, and its builds use
 their own lock and their own names, so neither removes the other's half-built tree.
@@ -43,11 +48,28 @@ man pages."""
 RECIPE_VERSION = "1"
 """Bump when the build steps change in a way the lists above do not show."""
 
+
+@dataclass(frozen=True)
+class Kit:
+    """A set of one release's tools with a root of its own: `name` prefixes its cache entry."""
+
+    name: str
+    packages: tuple[str, ...]
+
+
+LINTIAN = Kit("lintian", PACKAGES)
+"""The checkers of the built package's files (test_lintian.py, test_units.py)."""
+PIUPARTS = Kit("piuparts", ("piuparts", "adequate"))
+"""The installation testers (test_piuparts.py): a root of their own, so that adding them
+leaves the lintian root's cache entry as it is."""
+
 SHARED = Path("/mnt/pbs-activated")
 """Where a root's tools see the host directory handed to Tools.run."""
 
 BUILD_TIMEOUT = 1800
 RUN_TIMEOUT = 300
+INSTALL_TIMEOUT = 900
+"""An installation test's: piuparts downloads and installs the package's dependencies."""
 
 NSPAWN = (
     "systemd-nspawn",
@@ -96,38 +118,39 @@ def missing_requirements() -> str | None:
     return None
 
 
-def recipe_key(release: str) -> str:
+def recipe_key(release: str, kit: Kit = LINTIAN) -> str:
     """A hash of everything that decides a root's content: it names the cache entry."""
     recipe = {
         "release": release,
         "mirror": MIRROR,
-        "packages": PACKAGES,
+        "packages": kit.packages,
         "version": RECIPE_VERSION,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ensure_root(release: str) -> Path:
-    """The cached root of `release`'s tools, bootstrapped first if there is none.
+def ensure_root(release: str, kit: Kit = LINTIAN) -> Path:
+    """The cached root of `release`'s `kit`, bootstrapped first if there is none.
 
     Built in a directory of its own and renamed into place only when complete, so a
     half-built root never looks like a cached one; a lock per release makes parallel
     test runs wait for one build instead of each bootstrapping.
     """
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / f"lintian-{release}-{recipe_key(release)}"
+    key = recipe_key(release, kit)
+    target = CACHE_DIR / f"{kit.name}-{release}-{key}"
     if target.is_dir():
         return target
-    with open(CACHE_DIR / f".lintian-{release}.lock", "w") as lock:
+    with open(CACHE_DIR / f".{kit.name}-{release}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_dir():  # built by another run while this one waited
             return target
-        for stale in CACHE_DIR.glob(f".lintian-{release}-*.partial"):
+        for stale in CACHE_DIR.glob(f".{kit.name}-{release}-*.partial"):
             _remove_tree(stale)  # an interrupted build's: the lock says none is live
-        partial = CACHE_DIR / f".lintian-{release}-{recipe_key(release)}-{os.getpid()}.partial"
+        partial = CACHE_DIR / f".{kit.name}-{release}-{key}-{os.getpid()}.partial"
         started = time.monotonic()
         try:
-            _build_root(release, partial)
+            _build_root(release, partial, kit)
         except BaseException:
             _remove_tree(partial)
             raise
@@ -138,8 +161,8 @@ def ensure_root(release: str) -> Path:
     return target
 
 
-def _build_root(release: str, root: Path) -> None:
-    """debootstrap a minimal `release`, then install the tools with apt."""
+def _build_root(release: str, root: Path, kit: Kit) -> None:
+    """debootstrap a minimal `release`, then install the kit's tools with apt."""
     _run_host(["debootstrap", "--variant=minbase", release, str(root), MIRROR])
     # Nothing may start during installation: there is no init in here.
     policy = root / "usr/sbin/policy-rc.d"
@@ -148,7 +171,7 @@ def _build_root(release: str, root: Path) -> None:
     script = " && ".join(
         [
             "apt-get update -q",
-            "apt-get install -y -q --no-install-recommends " + " ".join(PACKAGES),
+            "apt-get install -y -q --no-install-recommends " + " ".join(kit.packages),
             "apt-get clean",
         ]
     )
@@ -161,14 +184,14 @@ def _build_root(release: str, root: Path) -> None:
     # The mount point for Tools.run: a read-only root cannot grow one later.
     (root / SHARED.relative_to("/")).mkdir(parents=True, exist_ok=True)
     versions = subprocess.run(
-        ["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n", *PACKAGES],
+        ["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n", *kit.packages],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split("\n")
     stamp = {
         "release": release,
-        "key": recipe_key(release),
+        "key": recipe_key(release, kit),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": [line for line in versions if line],
     }
@@ -216,25 +239,33 @@ class Tools:
         return self.root == Path("/")
 
     def run(
-        self, command: Callable[[Path], list[str]], shared: Path | None = None
+        self,
+        command: Callable[[Path], list[str]],
+        shared: Path | None = None,
+        installing: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """Run `command(where the tools see shared)`; return its result, whatever it is.
 
         In a cached root, `shared` is bound read-only at SHARED, the root is mounted
         read-only (so runs never change the cache and may run side by side, /tmp being
-        a fresh tmpfs) and the network is private: checking needs none.
+        a fresh tmpfs) and the network is private: checking needs none. `installing`
+        is for an installation tester (piuparts): it writes its chroots and log in
+        `shared` and downloads from the archive, so `shared` is writable and the
+        network the host's.
         """
         if self.on_host:
             argv = command(shared or SHARED)
         else:
+            private = ["--private-network", "--resolv-conf=off"]
+            network = ["--resolv-conf=bind-host"] if installing else private
+            bind = "--bind" if installing else "--bind-ro"
             argv = [
                 *NSPAWN,
                 "--read-only",
-                "--private-network",
-                "--resolv-conf=off",
+                *network,
                 "--timezone=off",
                 "--link-journal=no",
-                *([f"--bind-ro={shared}:{SHARED}"] if shared else []),
+                *([f"{bind}={shared}:{SHARED}"] if shared else []),
                 *(f"--setenv={key}={value}" for key, value in ENVIRONMENT.items()),
                 "-D",
                 str(self.root),
@@ -246,7 +277,7 @@ class Tools:
             capture_output=True,
             text=True,
             env=debian_environment(),
-            timeout=RUN_TIMEOUT,
+            timeout=INSTALL_TIMEOUT if installing else RUN_TIMEOUT,
         )
         if not self.on_host:
             result.stderr = "".join(
@@ -257,8 +288,8 @@ class Tools:
         return result
 
 
-def tools_of(release: str) -> Tools:
-    """`release`'s tools: the host's where the host runs it, else a cached root's."""
+def tools_of(release: str, kit: Kit = LINTIAN) -> Tools:
+    """`release`'s `kit`: the host's where the host runs it, else a cached root's."""
     if release == host_release():
         return Tools(release, Path("/"))
-    return Tools(release, ensure_root(release))
+    return Tools(release, ensure_root(release, kit))

@@ -10,9 +10,7 @@ reboot too (the new store keeps what it took).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,8 @@ from mailhost import (
     pop3_login,
     smtp_try,
 )
-from product import CONFIG, REPO, authorizations, wait_active, wait_authorized
+from product import CONFIG, authorizations, wait_active, wait_authorized
+from support import deb_of_commit
 
 pytestmark = pytest.mark.system
 
@@ -36,29 +35,8 @@ OPEN_URL = '[redis]\nurl = "redis://127.0.0.1:6379/0"\n'
 
 
 def old_deb() -> Path:
-    """0.1.0's .deb, built once from git with its own `make deb`, cached under build/.
-
-    Built outside the checkout: inside it, 0.1.0's Makefile would ask this
-    repository's git which files to package.
-    """
-    deb = REPO / "build" / f"pbs-activated_0.1.0_all-{LAST_0_1_COMMIT[:12]}.deb"
-    if deb.is_file():
-        return deb
-    with tempfile.TemporaryDirectory(prefix="pbs-0.1-") as temporary:
-        tree = Path(temporary)
-        subprocess.run(
-            f"git -C '{REPO}' archive --format=tar {LAST_0_1_COMMIT} | tar -x -C '{tree}'",
-            shell=True,
-            check=True,
-        )
-        environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
-        subprocess.run(
-            ["make", "-C", str(tree), "deb"], capture_output=True, check=True, env=environment
-        )
-        deb.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tree / "dist" / "pbs-activated_0.1.0_all.deb", f"{deb}.tmp")
-        Path(f"{deb}.tmp").rename(deb)
-    return deb
+    """0.1.0's .deb, built once from git with its own `make deb`, cached under build/."""
+    return deb_of_commit(LAST_0_1_COMMIT, "0.1.0")
 
 
 def apt_install(ct: Container, deb: Path) -> subprocess.CompletedProcess[str]:
