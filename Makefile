@@ -23,7 +23,7 @@ BENCH_PACKAGES := python3 redis-server systemd nodejs python3-hiredis
 PACKAGING_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
 
-.PHONY: all test unit integration system lint deb demo bench bench-postfix soak soak-server clean deps
+.PHONY: all test unit integration system lint deb demo bench soak soak-server clean deps
 
 all: test
 
@@ -115,12 +115,6 @@ bench:
 	$(PYTHON) bench/store_durability.py
 	$(PYTHON) bench/codec.py
 	$(PYTHON) bench/config_refresh.py
-
-# Issues #22 and #23: Postfix's own load generator (smtp-source) against a booted
-# Debian 12 and 13 with the .deb: no policy service, the handler, the server.
-# Not part of `make bench` by default: it boots two systems (~10 min).
-bench-postfix: deps deb
-	$(PYTHON) bench/postfix_load.py
 
 # 100 Postfix-like connections for 60 s: no errors, no leftovers, flat memory.
 soak:
