@@ -23,6 +23,13 @@ SECRETS = "/etc/pbs-activated/secrets"
 CONFIG = "/etc/pbs-activated/pbs-activated.toml"
 PROBE_KEY = "pbs:client:192.0.2.254"
 """An address no test authorizes: the probe's SET must fail, its GET find nothing."""
+KERNEL_FILES = (
+    "/sys/kernel/mm/transparent_hugepage/enabled",
+    "/sys/fs/cgroup/unified/cgroup.procs",
+    "/sys/fs/cgroup/cgroup.procs",
+    "/sys/module/printk/parameters/time",
+)
+"""Files under /sys a process with the right to write them would change the host with."""
 CAPABILITY_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 WRITABLE_CANDIDATES = (
     "/etc",
@@ -124,6 +131,28 @@ def open_socket(family: int, kind: int) -> Callable[[], None]:
     return opening
 
 
+def kernel_write(path: str) -> Callable[[], None]:
+    """Open a kernel tunable (or a cgroup file) for writing, writing nothing."""
+
+    def opening() -> None:
+        os.close(os.open(path, os.O_WRONLY))
+
+    return opening
+
+
+def libc_call(name: str, *arguments: int) -> Callable[[], None]:
+    """A libc call that fails with -1 and errno, as an OSError."""
+
+    def calling() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if getattr(libc, name)(*arguments) == -1:
+            raise OSError(ctypes.get_errno(), name)
+
+    return calling
+
+
 def journal_files() -> list[str]:
     """Every journal file this process can see (listing is allowed to fail)."""
     found = []
@@ -173,6 +202,15 @@ def answers(
         "open device": {
             path: attempt(read(path)) for path in ("/dev/kmsg", "/dev/mem", "/dev/port")
         },
+        "kernel tunables": {
+            path: attempt(kernel_write(path)) for path in KERNEL_FILES if os.path.exists(path)
+        },
+        "proc visible": [path for path in ("/proc/sys", "/proc/kmsg") if os.path.exists(path)],
+        # klogctl(SYSLOG_ACTION_SIZE_BUFFER): the kernel log's size, refused to a process
+        # without CAP_SYSLOG where dmesg_restrict is set, and by a seccomp filter.
+        "kernel log": attempt(libc_call("klogctl", 10, 0, 0)),
+        # delete_module(NULL, 0): any answer but EPERM means the call reached the kernel.
+        "module syscall": attempt(libc_call("delete_module", 0, 0)),
         "tcp socket": attempt(open_socket(socket.AF_INET, socket.SOCK_STREAM)),
         "tcp6 socket": attempt(open_socket(socket.AF_INET6, socket.SOCK_STREAM)),
         "tcp connect": attempt(tcp_connect(tcp_host, tcp_port)),

@@ -206,6 +206,22 @@ def test_it_has_no_capability_and_cannot_gain_one(
 
 
 @UNIT_IDS
+def test_it_can_neither_tune_the_kernel_nor_read_its_log_nor_load_a_module(
+    sandbox: dict[str, dict[str, Any]], unit: str
+) -> None:
+    """What ProtectKernelTunables=, ProtectKernelLogs=, ProtectKernelModules= and
+    ProtectControlGroups= guard, held whatever the unit says about them: /proc/sys
+    is out of sight (ProcSubset=pid), /sys and the cgroup tree are root's (no
+    capability, no root), kmsg is no device here, module calls are filtered."""
+    answers = sandbox[unit]
+    assert answers["kernel tunables"]
+    assert "ok" not in answers["kernel tunables"].values(), answers["kernel tunables"]
+    assert answers["proc visible"] == []
+    assert answers["kernel log"] == "EPERM"
+    assert answers["module syscall"] == "EPERM"
+
+
+@UNIT_IDS
 def test_it_sees_only_pseudo_devices(sandbox: dict[str, dict[str, Any]], unit: str) -> None:
     answers = sandbox[unit]
     assert set(answers["open device"].values()) == {"ENOENT"}
