@@ -20,6 +20,9 @@ The rules the probe checks, for both units:
   /tmp and /var/tmp, which nothing outside sees;
 - it has no capability, cannot gain one (NoNewPrivileges, setuid fails), and
   sees no device but the pseudo-devices;
+- it can neither write a kernel tunable or cgroup file nor read the kernel log
+  nor call into the module loader, with or without the Protect* directives that
+  also say so (the handler's unit dropped four of them for their cost);
 - network: AF_UNIX always (store, journald); AF_NETLINK and AF_PACKET never.
   AF_INET and AF_INET6 stay in RestrictAddressFamilies because a `redis://`,
   `rediss://` or Sentinel store is reached over TCP, and the unit cannot know
@@ -80,7 +83,7 @@ DEV_DIRECTORIES_AND_LINKS = {
 }
 
 
-def drop_in(unit: str, output: str) -> str:
+def drop_in(output: str) -> str:
     """The probe as the unit's ExecStart; everything else stays the unit's."""
     return (
         "[Service]\n"
@@ -103,7 +106,7 @@ def run_probe(ct: Container, unit: str, extra: str = "") -> dict[str, Any]:
     output = f"{ANSWERS}/{unit}.json"
     ct.copy_in(PROBE_SOURCE, PROBE)
     ct.run(["mkdir", "-p", ANSWERS])
-    ct.write_file(f"{directory}/sandbox-probe.conf", drop_in(unit, output) + extra)
+    ct.write_file(f"{directory}/sandbox-probe.conf", drop_in(output) + extra)
     try:
         ct.systemctl("daemon-reload")
         started = ct.systemctl("start", unit, check=False)
