@@ -34,14 +34,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "system")]
+# booted_units puts the repository and the system tests' modules on sys.path.
+from booted_units import each_release, product_container, spread
+from container import Container
+from mailhost import without_idle_smtpd
+from product import use_policy_socket
 
-from container import TARGETS, Container  # noqa: E402
-from mailhost import configure_mail_host, without_idle_smtpd  # noqa: E402
-from product import build_deb, install_product, use_policy_socket  # noqa: E402
-
-from pbs_activated.postfix import relay_restrictions  # noqa: E402
+from pbs_activated.postfix import relay_restrictions
 
 CLIENT = "192.0.2.200"
 SERVER = "192.0.2.1"
@@ -133,16 +132,8 @@ def send(
     }
 
 
-def spread(values: list[float], digits: int = 2) -> str:
-    """Median and the range of the rounds' values."""
-    low, median, high = min(values), statistics.median(values), max(values)
-    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
-
-
 def bench_release(release: str, deb: Path, args: argparse.Namespace) -> list[str]:
-    with Container(TARGETS[f"{release}+redis"]) as ct:
-        configure_mail_host(ct)
-        install_product(ct, deb)
+    with product_container(release, deb) as ct:
         ct.write_file(GRANTED, f"{CLIENT}/32 OK\n")
         ct.run(["postconf", "-e", "local_transport=discard:cheap delivery for the bench"])
         ct.run(["pbs-activated", "grant", CLIENT])
@@ -177,8 +168,8 @@ def report(
             starts = [r["starts"] for r in runs]
             lines.append(
                 f"| {direction} | {configuration} | {spread([r['per_second'] for r in runs], 0)}"
-                f" | {spread(ratios)} | {spread([r['cpu_ms'] for r in runs])}"
-                f" | {spread([r['policy_ms'] for r in runs])}"
+                f" | {spread(ratios, 2)} | {spread([r['cpu_ms'] for r in runs], 2)}"
+                f" | {spread([r['policy_ms'] for r in runs], 2)}"
                 f" | {statistics.median(starts):.0f} |"
             )
     return lines
@@ -190,11 +181,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
-    args = parser.parse_args()
-    deb = build_deb()
-    for release in args.releases.split(","):
-        print("\n".join(bench_release(release, deb, args)), flush=True)
-    return 0
+    return each_release(parser.parse_args(), bench_release)
 
 
 if __name__ == "__main__":

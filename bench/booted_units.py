@@ -26,11 +26,13 @@ from connect() to the last byte of the first answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,9 +256,30 @@ def drive(ct: Container, units: dict[str, dict[str, str]], args: argparse.Namesp
     return json.loads(result.stdout)
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 1) -> str:
     """Median and the range of the rounds' values."""
-    return f"{statistics.median(values):6.1f} ({min(values):.1f}-{max(values):.1f})"
+    low, median, high = min(values), statistics.median(values), max(values)
+    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+@contextlib.contextmanager
+def product_container(release: str, deb: Path) -> Iterator[Container]:
+    """A booted Debian `release` with the store on Redis, the mail host configured
+    as for the system tests and the .deb installed."""
+    with Container(TARGETS[f"{release}+redis"]) as ct:
+        configure_mail_host(ct)
+        install_product(ct, deb)
+        yield ct
+
+
+def each_release(
+    args: argparse.Namespace, bench: Callable[[str, Path, argparse.Namespace], list[str]]
+) -> int:
+    """Build the .deb, run `bench` on each release of --releases, print its lines."""
+    deb = build_deb()
+    for release in args.releases.split(","):
+        print("\n".join(bench(release, deb, args)), flush=True)
+    return 0
 
 
 def report(release: str, systemd: str, runs: list[Any]) -> list[str]:
@@ -306,9 +329,7 @@ def report(release: str, systemd: str, runs: list[Any]) -> list[str]:
 
 
 def bench_release(release: str, deb: Path, args: argparse.Namespace) -> list[str]:
-    with Container(TARGETS[f"{release}+redis"]) as ct:
-        configure_mail_host(ct)
-        install_product(ct, deb)
+    with product_container(release, deb) as ct:
         ct.copy_in(REPO / "bench" / "booted_driver.py", DRIVER)
         install_floor(ct)
         systemd = ct.run(["systemctl", "--version"]).stdout.split("\n")[0]
@@ -338,11 +359,7 @@ def main() -> int:
     parser.add_argument(
         "--directives", action="store_true", help="the directive table (VARIANTS) instead"
     )
-    args = parser.parse_args()
-    deb = build_deb()
-    for release in args.releases.split(","):
-        print("\n".join(bench_release(release, deb, args)), flush=True)
-    return 0
+    return each_release(parser.parse_args(), bench_release)
 
 
 if __name__ == "__main__":
