@@ -23,7 +23,8 @@ BENCH_PACKAGES := python3 redis-server systemd nodejs python3-hiredis
 PACKAGING_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
 
-.PHONY: all test unit integration system lint deb demo bench soak soak-server clean deps
+.PHONY: all test unit integration system lint deb demo bench bench-booted bench-directives bench-postfix soak \
+	soak-server clean deps
 
 all: test
 
@@ -115,6 +116,21 @@ bench:
 	$(PYTHON) bench/store_durability.py
 	$(PYTHON) bench/codec.py
 	$(PYTHON) bench/config_refresh.py
+	@echo "Through the installed units on booted Debian 12 and 13 (as root, minutes):"
+	@echo "make bench-booted, make bench-directives, make bench-postfix"
+
+# Issue #23: the handler and the server as systemd starts them, beside a bare
+# interpreter's unit, in booted Debian 12 and 13 (the system tests' containers).
+bench-booted: deps
+	$(PYTHON) bench/booted_units.py
+
+# The same, per sandbox directive of pbs-policy@.service (docs/performance.md's table).
+bench-directives: deps
+	$(PYTHON) bench/booted_units.py --directives --held 2
+
+# Postfix's smtp-source through no policy service, the handler and the server.
+bench-postfix: deps
+	$(PYTHON) bench/booted_postfix.py
 
 # 100 Postfix-like connections for 60 s: no errors, no leftovers, flat memory.
 soak:
