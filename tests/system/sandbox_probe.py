@@ -191,6 +191,12 @@ def answers(
                 "/run/systemd/journal/socket"
             )
         ),
+        # The reader's wake-up socket (pbs_activated/wakeup.py): group pbs-activated may send.
+        "wake the reader": attempt(
+            lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(
+                b"", "/run/pbs-journal/wake"
+            )
+        ),
         "other processes": sorted(
             name for name in os.listdir("/proc") if name.isdigit() and int(name) != os.getpid()
         ),

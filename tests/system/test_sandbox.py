@@ -185,6 +185,12 @@ def test_it_logs_to_journald(sandbox: dict[str, dict[str, Any]], unit: str) -> N
 
 
 @UNIT_IDS
+def test_it_can_wake_the_reader(sandbox: dict[str, dict[str, Any]], unit: str) -> None:
+    """A relay that waits for a login wakes the reader (issue #22): an empty datagram."""
+    assert sandbox[unit]["wake the reader"] == "ok"
+
+
+@UNIT_IDS
 def test_it_writes_only_its_cache_and_its_private_tmp(
     product_host: Container, sandbox: dict[str, dict[str, Any]], unit: str
 ) -> None:
