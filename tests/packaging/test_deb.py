@@ -19,6 +19,8 @@ UNITS = (
     "pbs-policy@.service",
     "pbs-policy-server.socket",
     "pbs-policy-server.service",
+    "pbs-policy.path",
+    "pbs-policy-server.path",
     "pbs-journal.service",
     "pbs-store.service",
     "pbs-store-admin.socket",
