@@ -25,6 +25,7 @@ product host.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,7 @@ from product import POLICY_SOCKETS, use_policy_socket, wait_authorized
 HANDLER_SOCKET, SERVER_SOCKET = POLICY_SOCKETS
 
 pytestmark = pytest.mark.system
+log = logging.getLogger("pbs.system.first_boot")
 
 PRIVATE = "/var/spool/postfix/private"
 POSTFIXS_PRIVATE = "postfix:root 700"
@@ -175,8 +177,10 @@ def installed_in_one_run(target: Target, deb: Path) -> Iterator[Container]:
         pytest.skip("bookworm's Postfix makes its private directory at installation")
     ct = Container(target)
     try:
+        started = time.monotonic()
         DEB_CACHE.mkdir(parents=True, exist_ok=True)
         ct.run_offline(FETCH_POSTFIX.format(mirror=MIRROR), [(DEB_CACHE, "/root/debs")])
+        log.info("Postfix's .deb in place after %.1fs", time.monotonic() - started)
         ct.start()
         ct.run(
             ["apt-get", "purge", "-y", "-q", "postfix"], env={"DEBIAN_FRONTEND": "noninteractive"}
@@ -189,6 +193,7 @@ def installed_in_one_run(target: Target, deb: Path) -> Iterator[Container]:
             env={"DEBIAN_FRONTEND": "noninteractive"},
             timeout=300,
         )
+        log.info("purge and one-run install done after %.1fs", time.monotonic() - started)
         yield ct
     finally:
         ct.stop()
