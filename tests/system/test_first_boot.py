@@ -103,6 +103,13 @@ def relays_after_a_login(ct: Container, client: str) -> int:
     return smtp_try(ct, client, [REMOTE])[0][0]
 
 
+def relays_once_configured(ct: Container, client: str) -> int:
+    """relays_after_a_login on a host just made the test mail host, the policy line set."""
+    configure_mail_host(ct)
+    enable_policy_service(ct)
+    return relays_after_a_login(ct, client)
+
+
 def boot_without_postfixs_private_directory(ct: Container) -> None:
     """Power off, remove the directory as a never-started Postfix has none, boot."""
     ct.halt()
@@ -133,39 +140,25 @@ def test_the_first_boot_starts_the_socket_once_postfix_made_its_directory(
 
 def test_a_login_relays_after_the_first_boot(first_booted: Container) -> None:
     wait_listening(first_booted, HANDLER_SOCKET)
-    configure_mail_host(first_booted)
-    enable_policy_service(first_booted)
-    assert relays_after_a_login(first_booted, "192.0.2.30") == 250
+    assert relays_once_configured(first_booted, "192.0.2.30") == 250
 
 
-def test_the_switched_socket_comes_up_at_a_boot_before_postfix_made_its_directory(
-    first_booted: Container,
+@pytest.mark.parametrize(
+    ("socket", "client"), [(SERVER_SOCKET, "192.0.2.31"), (HANDLER_SOCKET, "192.0.2.32")]
+)
+def test_the_enabled_socket_comes_up_at_a_boot_before_postfix_made_its_directory(
+    first_booted: Container, socket: str, client: str
 ) -> None:
-    use_policy_socket(first_booted, SERVER_SOCKET)
+    """The administrator's switch to the server socket, then back to the default."""
+    [other] = set(POLICY_SOCKETS) - {socket}
+    use_policy_socket(first_booted, socket)
     boot_without_postfixs_private_directory(first_booted)
-    wait_listening(first_booted, SERVER_SOCKET)
-    assert (
-        first_booted.systemctl("is-active", HANDLER_SOCKET, check=False).stdout.strip()
-        == "inactive"
-    )
+    wait_listening(first_booted, socket)
+    assert first_booted.systemctl("is-active", other, check=False).stdout.strip() == "inactive"
     assert private_directory(first_booted) == POSTFIXS_PRIVATE
     add_addresses(first_booted)
     wait_for_listeners(first_booted)
-    assert relays_after_a_login(first_booted, "192.0.2.31") == 250
-
-
-def test_the_default_socket_comes_up_again_after_the_switch_back(
-    first_booted: Container,
-) -> None:
-    use_policy_socket(first_booted, HANDLER_SOCKET)
-    boot_without_postfixs_private_directory(first_booted)
-    wait_listening(first_booted, HANDLER_SOCKET)
-    assert (
-        first_booted.systemctl("is-active", SERVER_SOCKET, check=False).stdout.strip() == "inactive"
-    )
-    add_addresses(first_booted)
-    wait_for_listeners(first_booted)
-    assert relays_after_a_login(first_booted, "192.0.2.32") == 250
+    assert relays_after_a_login(first_booted, client) == 250
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +199,4 @@ def test_the_one_run_install_starts_the_socket(installed_in_one_run: Container) 
 
 def test_a_login_relays_after_the_one_run_install(installed_in_one_run: Container) -> None:
     wait_listening(installed_in_one_run, HANDLER_SOCKET)
-    configure_mail_host(installed_in_one_run)
-    enable_policy_service(installed_in_one_run)
-    assert relays_after_a_login(installed_in_one_run, "192.0.2.33") == 250
+    assert relays_once_configured(installed_in_one_run, "192.0.2.33") == 250
