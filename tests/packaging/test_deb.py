@@ -7,6 +7,7 @@ install time, so the archive itself holds sources only.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,8 @@ UNITS = (
     "pbs-policy@.service",
     "pbs-policy-server.socket",
     "pbs-policy-server.service",
+    "pbs-policy.path",
+    "pbs-policy-server.path",
     "pbs-journal.service",
     "pbs-store.service",
     "pbs-store-admin.socket",
@@ -249,3 +252,29 @@ def test_postfix_files_trigger_the_package(control: Path) -> None:
     assert "for socket in pbs-policy.socket pbs-policy-server.socket; do" in postinst
     assert 'if systemctl --quiet is-enabled "$socket"' in postinst
     assert 'deb-systemd-invoke start "$socket"' in postinst
+
+
+NEWS = REPO / "packaging/debian/NEWS"
+
+
+def test_ships_the_release_notes_as_news_debian(deb: Path) -> None:
+    """apt-listchanges shows NEWS.Debian before an upgrade: what an administrator must
+    know (who may run grant, the store that moved)."""
+    assert "/usr/share/doc/pbs-activated/NEWS.Debian.gz" in contents(deb)
+
+
+def entry_versions(path: Path) -> list[str]:
+    """The version of every entry of a changelog-format file (changelog, NEWS)."""
+    result = run(["dpkg-parsechangelog", "-l", str(path), "--all", "--format", "rfc822"])
+    assert result.returncode == 0, result.stderr
+    return re.findall(r"^Version: (\S+)$", result.stdout, re.MULTILINE)
+
+
+def test_every_news_entry_is_a_version_of_the_changelog() -> None:
+    news = entry_versions(NEWS)
+    assert news and set(news) <= set(entry_versions(REPO / "packaging/debian/changelog"))
+
+
+def test_news_is_prose_not_a_list() -> None:
+    """NEWS.Debian is read as paragraphs; lintian tags an entry that uses asterisks."""
+    assert "*" not in NEWS.read_text()

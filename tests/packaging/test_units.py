@@ -266,6 +266,54 @@ def test_each_policy_socket_conflicts_with_the_other(unpacked: Path, socket: str
     assert f"Conflicts={other}" in text.splitlines()
 
 
+def test_a_switch_stops_one_policy_socket_before_starting_the_other(unpacked: Path) -> None:
+    """Each removes its file when stopped (RemoveOnStop=): without an ordering between
+    the two, the stop could come after the other's start and unlink its live socket.
+    One After= orders both directions (stop jobs precede start jobs); two would loop."""
+    orderings = {
+        socket: settings(unpacked / UNIT_DIRECTORY / socket).get("After") for socket in SOCKETS
+    }
+    assert orderings == {
+        "pbs-policy.socket": "pbs-policy-server.socket",
+        "pbs-policy-server.socket": None,
+    }
+
+
+@pytest.mark.parametrize("socket", [*SOCKETS, "pbs-store-admin.socket"])
+def test_a_stopped_socket_leaves_no_file_behind(unpacked: Path, socket: str) -> None:
+    assert settings(unpacked / UNIT_DIRECTORY / socket)["RemoveOnStop"] == "yes"
+
+
+@pytest.mark.parametrize("socket", SOCKETS)
+def test_each_policy_socket_brings_the_path_unit_that_starts_it_late(
+    unpacked: Path, socket: str
+) -> None:
+    """Pulled in by its socket and stopped with it: only the enabled socket is ever
+    started, and a socket stopped by hand stays stopped."""
+    path_unit = socket.replace(".socket", ".path")
+    path = settings(unpacked / UNIT_DIRECTORY / path_unit)
+    assert settings(unpacked / UNIT_DIRECTORY / socket)["Wants"] == path_unit
+    assert (path["PartOf"], path["Unit"]) == (socket, socket)
+    assert path["PathExists"] == "/var/spool/postfix/private"
+    assert "[Install]" not in (unpacked / UNIT_DIRECTORY / path_unit).read_text()
+
+
+@pytest.mark.parametrize("socket", SOCKETS)
+def test_no_policy_socket_makes_postfixs_private_directory(unpacked: Path, socket: str) -> None:
+    """systemd makes a listening socket's missing parents itself, owned by root."""
+    condition = settings(unpacked / UNIT_DIRECTORY / socket)["ConditionPathIsDirectory"]
+    assert condition == "/var/spool/postfix/private"
+
+
+def test_the_store_runs_as_the_dynamic_user_named_after_its_unit(unpacked: Path) -> None:
+    """No User=: adequate looks a named user up in the user database, and a dynamic
+    one is not there (invalid-systemd-user-or-group). The name is pbs-store either way."""
+    store = settings(unpacked / UNIT_DIRECTORY / "pbs-store.service")
+    assert store["DynamicUser"] == "yes"
+    assert "User" not in store
+    assert store["Group"] == "pbs-activated"
+
+
 def test_the_server_socket_passes_its_listener_to_one_service(unpacked: Path) -> None:
     lines = (unpacked / UNIT_DIRECTORY / "pbs-policy-server.socket").read_text().splitlines()
     assert "Accept=no" in lines
