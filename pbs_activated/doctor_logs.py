@@ -98,6 +98,10 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
         parsers = {name: LoginParser((name,), True) for name in formats}
         site = LoginParser((), True, journal.pattern) if journal.pattern else None
         sessions = Sessions(servers_of(unit), since, journal.imap)
+        # Every login first, then the session ends: a short session's end can reach the
+        # journal before its login line (Dovecot's login and mail processes log through
+        # its log process, in no order between them), and must still find it.
+        ends = []
         for entry in entries:
             message = entry["MESSAGE"]
             login = None
@@ -113,7 +117,9 @@ def check(config: Config, host: Host, window: float = WINDOW) -> Iterator[Findin
             if login is not None:
                 sessions.taken(entry, login)
             else:
-                sessions.other(entry)
+                ends.append(entry)
+        for entry in ends:
+            sessions.other(entry)
         yield format_finding(unit, sessions, counts, hours)
 
 

@@ -16,6 +16,7 @@ import pytest
 from support import REPO
 
 from pbs_activated import doctor_logs
+from pbs_activated.config import Config
 from pbs_activated.doctor_findings import ERROR, OK, WARNING
 from pbs_activated.doctor_sessions import Sessions, logged_at
 from pbs_activated.logins import SERVERS, Login
@@ -176,3 +177,29 @@ def test_dovecots_session_end_names_user_protocol_process_and_session() -> None:
         "497",
         "1NWu8o9h1bjAAAIK",
     )
+
+
+class Recording:
+    """doctor's Host answering from a recording: the unit exists, journalctl gives `entries`."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.output = "\n".join(json.dumps(entry) for entry in entries)
+
+    def run(self, command: list[str], timeout: float = 30.0) -> tuple[int, str]:
+        if command[0] == "journalctl":
+            return 0, self.output
+        return 0, "loaded"
+
+
+@pytest.mark.parametrize("release", ["bookworm", "trixie"])
+def test_a_session_end_written_before_its_login_line_still_finds_it(release: str) -> None:
+    """Dovecot's login and mail processes log through one log process, in no order between
+    them: a short session's Disconnected line can reach the journal before its login line."""
+    entries = entries_of("dovecot", release)
+    reordered = list(entries)
+    for end in ends("dovecot", entries):  # each end moved before every line of its session
+        line = reordered.pop(reordered.index(entries[end]))
+        reordered.insert(0, line)
+    config = Config("/nonexistent")
+    [finding] = list(doctor_logs.check(config, Recording(reordered), window=10 * 365 * 86400))
+    assert finding.status == OK, finding
