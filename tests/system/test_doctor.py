@@ -42,6 +42,10 @@ SITE_PATTERN = (
 """The `[journal] pattern` that takes CUSTOM_FORMAT's lines (Dovecot 2.3 and 2.4)."""
 
 
+LAST_FINDINGS: list[dict[str, Any]] = []
+"""Every finding of the last doctor run, shown when an assertion about it fails."""
+
+
 def doctor(ct: Container, user: str | None = None) -> tuple[int, dict[str, str]]:
     """Run doctor --json; (exit status, {check: status}) with every finding kept in .findings."""
     result = ct.run(["pbs-activated", "doctor", "--json"], check=False, user=user, timeout=120)
@@ -55,7 +59,7 @@ def doctor(ct: Container, user: str | None = None) -> tuple[int, dict[str, str]]
         order = ["ok", "warning", "unknown", "error"]
         current = statuses.get(finding["check"], "ok")
         statuses[finding["check"]] = max(current, finding["status"], key=order.index)
-    doctor.last = report["findings"]  # type: ignore[attr-defined]
+    LAST_FINDINGS[:] = report["findings"]
     return result.returncode, statuses
 
 
@@ -75,7 +79,7 @@ def relay_restrictions(ct: Container, value: str) -> Iterator[None]:
 def test_a_correct_installation_is_all_ok(product_host: Container, addresses: AddressPool) -> None:
     assert pop3_login(product_host, addresses.v4(), "alice", "secret")["ok"]
     status, statuses = doctor(product_host)
-    assert not_ok(statuses) == {}, doctor.last  # type: ignore[attr-defined]
+    assert not_ok(statuses) == {}, LAST_FINDINGS
     assert status == 0
     for check in (
         "postfix.line",
@@ -98,20 +102,20 @@ def test_the_policy_line_after_reject_unauth_destination(product_host: Container
     line = f"permit_mynetworks, reject_unauth_destination, {postfix.restriction()}"
     with relay_restrictions(product_host, line):
         status, statuses = doctor(product_host)
-    assert not_ok(statuses) == {"postfix.position": "error"} and status == 2
+    assert (not_ok(statuses), status) == ({"postfix.position": "error"}, 2), LAST_FINDINGS
 
 
 def test_a_permit_before_the_policy_line(product_host: Container) -> None:
     line = postfix.relay_restrictions().replace("permit_mynetworks,", "permit_mynetworks, permit,")
     with relay_restrictions(product_host, line):
         status, statuses = doctor(product_host)
-    assert not_ok(statuses) == {"postfix.open-relay": "error"} and status == 2
+    assert (not_ok(statuses), status) == ({"postfix.open-relay": "error"}, 2), LAST_FINDINGS
 
 
 def test_a_wrong_socket_path(product_host: Container) -> None:
     with relay_restrictions(product_host, postfix.relay_restrictions("unix:private/pbs-polcy")):
         status, statuses = doctor(product_host)
-    assert not_ok(statuses) == {"postfix.socket": "error"} and status == 2
+    assert (not_ok(statuses), status) == ({"postfix.socket": "error"}, 2), LAST_FINDINGS
 
 
 def test_the_policy_settings_missing(product_host: Container) -> None:
@@ -121,8 +125,8 @@ def test_the_policy_settings_missing(product_host: Container) -> None:
     with relay_restrictions(product_host, line):
         status, statuses = doctor(product_host)
     # 0.2.0's place for it, too: no permit_auth_destination, no policy_context
-    assert not_ok(statuses) == {"postfix.settings": "warning", "postfix.legacy": "warning"}
-    assert status == 1
+    expected = {"postfix.settings": "warning", "postfix.legacy": "warning"}
+    assert (not_ok(statuses), status) == (expected, 1), LAST_FINDINGS
 
 
 def test_the_socket_disabled(product_host: Container) -> None:
@@ -132,8 +136,8 @@ def test_the_socket_disabled(product_host: Container) -> None:
     finally:
         product_host.systemctl("enable", "--now", "pbs-policy.socket")
     # Postfix names a socket nothing listens on any more: both say so.
-    assert not_ok(statuses) == {"systemd.socket": "error", "postfix.socket": "error"}
-    assert status == 2
+    expected = {"systemd.socket": "error", "postfix.socket": "error"}
+    assert (not_ok(statuses), status) == (expected, 2), LAST_FINDINGS
 
 
 def test_the_reader_stopped(product_host: Container) -> None:
@@ -143,7 +147,7 @@ def test_the_reader_stopped(product_host: Container) -> None:
     finally:
         product_host.systemctl("start", "pbs-journal.service")
         wait_active(product_host, "pbs-journal.service")
-    assert not_ok(statuses) == {"systemd.reader": "error"} and status == 2
+    assert (not_ok(statuses), status) == ({"systemd.reader": "error"}, 2), LAST_FINDINGS
 
 
 @contextlib.contextmanager
@@ -161,7 +165,7 @@ def custom_login_format(ct: Container) -> Iterator[None]:
 
 def format_finding() -> dict[str, str]:
     """The logs.format finding of the last doctor run."""
-    [finding] = [f for f in doctor.last if f["check"] == "logs.format"]  # type: ignore[attr-defined]
+    [finding] = [f for f in LAST_FINDINGS if f["check"] == "logs.format"]
     return finding
 
 
@@ -171,7 +175,7 @@ def assert_unread_session_named(ct: Container, source: str, user: str, password:
     with custom_login_format(ct):
         assert pop3_login(ct, source, user, password)["ok"]
         status, statuses = doctor(ct)
-    assert not_ok(statuses) == {"logs.format": "error"} and status == 2
+    assert (not_ok(statuses), status) == ({"logs.format": "error"}, 2), LAST_FINDINGS
     finding = format_finding()
     assert user in finding["message"] and "Logged out" in finding["message"]
 

@@ -18,7 +18,7 @@ import pytest
 from container import Container
 from mailhost import USERS, SwaksSession, enable_policy_service, pop3_login, swaks_at_once
 from product import AddressPool, wait_authorized
-from test_doctor import doctor, not_ok
+from test_doctor import LAST_FINDINGS, doctor, not_ok
 
 from pbs_activated import defaults, postfix
 
@@ -64,7 +64,7 @@ def test_the_old_line_relays_as_before_never_waits_and_doctor_names_it(
     assert first.reply.startswith("554 5.7.1 ") and again.reply.startswith("554 5.7.1 ")
     assert local.reply.startswith("250 "), local
     assert all(reply.seconds < NO_WAIT for reply in replies["stranger"]), replies["stranger"]
-    assert not_ok(statuses) == {"postfix.legacy": "warning"}, doctor.last  # type: ignore[attr-defined]
+    assert not_ok(statuses) == {"postfix.legacy": "warning"}, LAST_FINDINGS
     assert status == 1
     assert doctor(ct)[1].get("postfix.legacy", "ok") == "ok"  # the new line: no such finding
 
