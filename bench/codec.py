@@ -85,8 +85,11 @@ def import_ns(starts: int) -> list[int]:
     """Nanoseconds `import hiredis` + `Reader()` take in `starts` fresh interpreters."""
     code = IMPORT_TIMER.format(repo=str(REPO), installed=INSTALLED_PACKAGES)
     return [
-        int(subprocess.run([PYTHON, "-IS", "-c", code], capture_output=True, text=True,
-                           check=True, timeout=30).stdout)
+        int(
+            subprocess.run(
+                [PYTHON, "-IS", "-c", code], capture_output=True, text=True, check=True, timeout=30
+            ).stdout
+        )
         for _ in range(starts)
     ]
 
@@ -129,8 +132,11 @@ def main() -> int:
             values.append(repr(reader.gets()).replace("None", "nil"))
         assert values[0] == values[1], values
 
-    print(f"hiredis {hiredis.__version__} against resp.Parser, {options.rounds} rounds "
-          f"of {options.loops} replies each, taking turns:", flush=True)
+    print(
+        f"hiredis {hiredis.__version__} against resp.Parser, {options.rounds} rounds "
+        f"of {options.loops} replies each, taking turns:",
+        flush=True,
+    )
     costs: dict[str, tuple[float, float]] = {}
     for name, pieces in CASES:
         ours, theirs = [], []
@@ -145,15 +151,19 @@ def main() -> int:
     imports = import_ns(options.starts)
     imported = statistics.median(imports)
     quartiles = statistics.quantiles(imports, n=4)
-    print(f"import hiredis + Reader() in a fresh python3 -IS, median of {options.starts}: "
-          f"{imported / 1000:.0f} us (quartiles {quartiles[0] / 1000:.0f}-"
-          f"{quartiles[2] / 1000:.0f} us)")
+    print(
+        f"import hiredis + Reader() in a fresh python3 -IS, median of {options.starts}: "
+        f"{imported / 1000:.0f} us (quartiles {quartiles[0] / 1000:.0f}-"
+        f"{quartiles[2] / 1000:.0f} us)"
+    )
 
     saved = sum(count * (costs[name][0] - costs[name][1]) for name, count in CONNECTION.items())
     replies = sum(CONNECTION.values())
-    print(f"one Postfix connection to the handler ({replies} replies: "
-          f"{', '.join(CONNECTION)}): hiredis saves {saved / 1000:.2f} us and costs "
-          f"{imported / 1000:.0f} us to import: balance {(saved - imported) / 1000:+.0f} us")
+    print(
+        f"one Postfix connection to the handler ({replies} replies: "
+        f"{', '.join(CONNECTION)}): hiredis saves {saved / 1000:.2f} us and costs "
+        f"{imported / 1000:.0f} us to import: balance {(saved - imported) / 1000:+.0f} us"
+    )
     per_get = costs["GET, a user, one piece"][0] - costs["GET, a user, one piece"][1]
     if per_get > 0:
         print(f"  break-even: {imported / per_get:.0f} GET replies on one connection")
@@ -161,8 +171,10 @@ def main() -> int:
         print("  hiredis is no faster on a GET reply: no break-even")
     for count in (16, 64):
         ours_ns, theirs_ns = costs[f"MGET of {count}"]
-        print(f"Accept=no server (imports once): an MGET of {count} saves "
-              f"{(ours_ns - theirs_ns) / count / 1000:.2f} us per request looked up")
+        print(
+            f"Accept=no server (imports once): an MGET of {count} saves "
+            f"{(ours_ns - theirs_ns) / count / 1000:.2f} us per request looked up"
+        )
     return 0
 
 

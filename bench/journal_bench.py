@@ -142,13 +142,25 @@ class Reader:
         self.state = Path(tempfile.mkdtemp(prefix="state-", dir=directory))
         self.notify = NotifySink(Path(tempfile.mkdtemp(prefix="n-", dir="/tmp")) / "notify")
         environment = dict(
-            os.environ, PYTHONPATH=str(REPO), STATE_DIRECTORY=str(self.state),
-            NOTIFY_SOCKET=str(self.notify.path), PBS_ACTIVATED_JOURNAL_SOCKET=str(audit),
+            os.environ,
+            PYTHONPATH=str(REPO),
+            STATE_DIRECTORY=str(self.state),
+            NOTIFY_SOCKET=str(self.notify.path),
+            PBS_ACTIVATED_JOURNAL_SOCKET=str(audit),
         )
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "pbs_activated", "--config", str(config), "journal",
-             "--directory", str(journal)],
-            env=environment, stderr=subprocess.DEVNULL,
+            [
+                PYTHON,
+                "-m",
+                "pbs_activated",
+                "--config",
+                str(config),
+                "journal",
+                "--directory",
+                str(journal),
+            ],
+            env=environment,
+            stderr=subprocess.DEVNULL,
         )
 
     def stop(self) -> None:
@@ -157,8 +169,14 @@ class Reader:
         self.notify.close()
 
 
-def throughput(directory: Path, redis: RedisServer, audit: AuditSink, entries: int,
-               logins_every: int, rounds: int) -> dict[str, float]:
+def throughput(
+    directory: Path,
+    redis: RedisServer,
+    audit: AuditSink,
+    entries: int,
+    logins_every: int,
+    rounds: int,
+) -> dict[str, float]:
     journal = directory / "catch-up"
     records = catch_up_records(entries, logins_every)
     started = time.perf_counter()
@@ -174,11 +192,21 @@ def throughput(directory: Path, redis: RedisServer, audit: AuditSink, entries: i
     ours: list[float] = []
     unwritten: list[float] = []
     for _ in range(rounds):  # interleaved, so a change of load hits every side alike
-        baseline.append(timed(["journalctl", f"--file={journal_file}", "-o", "export"],
-                              stdout=subprocess.DEVNULL))
-        loop.append(float(subprocess.run(
-            [PYTHON, "-c", PYTHON_LOOP, str(journal)], capture_output=True, text=True,
-            check=True).stdout.split()[1]))
+        baseline.append(
+            timed(
+                ["journalctl", f"--file={journal_file}", "-o", "export"], stdout=subprocess.DEVNULL
+            )
+        )
+        loop.append(
+            float(
+                subprocess.run(
+                    [PYTHON, "-c", PYTHON_LOOP, str(journal)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()[1]
+            )
+        )
         redis.command("FLUSHALL")
         ours.append(catch_up(directory, journal, config, audit))
         keys = int(redis.command("DBSIZE"))
@@ -204,8 +232,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def latency_block(writer: JournalWriter, redis: RedisServer, prefix: str, first: int,
-                  samples: int) -> list[float]:
+def latency_block(
+    writer: JournalWriter, redis: RedisServer, prefix: str, first: int, samples: int
+) -> list[float]:
     """Append `samples` single logins; time each until Redis announces its key."""
     import redis as redis_py
 
@@ -274,8 +303,11 @@ def latency(
     writer.close()
     round_trips = []
     for _ in range(50):
-        round_trips.append(timed(["redis-cli", "-u", redis.tcp_url, "SET", "pbs:rtt", "1"],
-                                 stdout=subprocess.DEVNULL))
+        round_trips.append(
+            timed(
+                ["redis-cli", "-u", redis.tcp_url, "SET", "pbs:rtt", "1"], stdout=subprocess.DEVNULL
+            )
+        )
     return {
         "samples_each": len(results["reader"]),
         "floor_p50_ms": 1000 * percentile(results["floor"], 0.50),
@@ -301,16 +333,19 @@ def main() -> int:
         redis = start_redis(directory / "redis")
         audit = AuditSink(directory / "audit.sock")
         try:
-            rates = throughput(directory, redis, audit, arguments.entries,
-                               arguments.logins_every, arguments.rounds)
+            rates = throughput(
+                directory, redis, audit, arguments.entries, arguments.logins_every, arguments.rounds
+            )
             delays = latency(directory, redis, audit, arguments.samples * 2)
         finally:
             audit.stop()
             redis.stop()
     report(rates, delays)
     load = {"load_before": load_before, "load_after": os.getloadavg()[0], "cpus": os.cpu_count()}
-    print(f"(load average {load['load_before']:.1f} before, {load['load_after']:.1f} after, "
-          f"{load['cpus']} CPUs: other work on the machine slows both sides of each ratio)")
+    print(
+        f"(load average {load['load_before']:.1f} before, {load['load_after']:.1f} after, "
+        f"{load['cpus']} CPUs: other work on the machine slows both sides of each ratio)"
+    )
     if arguments.json:
         Path(arguments.json).write_text(json.dumps({**rates, **delays, **load}, indent=2) + "\n")
     return 0
@@ -318,29 +353,49 @@ def main() -> int:
 
 def report(rates: dict[str, float], delays: dict[str, float]) -> None:
     entries = rates["entries"]
-    per_second = {name: entries / rates[name] for name in
-                  ("journalctl_export_s", "python_systemd_loop_s", "reader_s",
-                   "reader_no_writes_s")}
-    print(f"catch-up: {entries:.0f} entries, {rates['logins']:.0f} logins "
-          f"(file written by journal-remote in {rates['journal_remote_write_s']:.2f} s)")
-    print(f"  journalctl -o export > /dev/null   {per_second['journalctl_export_s']:>10,.0f} "
-          f"entries/s  (baseline)")
+    per_second = {
+        name: entries / rates[name]
+        for name in (
+            "journalctl_export_s",
+            "python_systemd_loop_s",
+            "reader_s",
+            "reader_no_writes_s",
+        )
+    }
+    print(
+        f"catch-up: {entries:.0f} entries, {rates['logins']:.0f} logins "
+        f"(file written by journal-remote in {rates['journal_remote_write_s']:.2f} s)"
+    )
+    print(
+        f"  journalctl -o export > /dev/null   {per_second['journalctl_export_s']:>10,.0f} "
+        f"entries/s  (baseline)"
+    )
     baseline = per_second["journalctl_export_s"]
     loop = per_second["python_systemd_loop_s"]
-    print(f"  python-systemd _next()+MESSAGE     {loop:>10,.0f} entries/s  "
-          f"({loop / baseline:.2f}x)")
-    print(f"  pbs-activated journal              {per_second['reader_s']:>10,.0f} entries/s  "
-          f"({per_second['reader_s'] / baseline:.2f}x baseline)")
+    print(
+        f"  python-systemd _next()+MESSAGE     {loop:>10,.0f} entries/s  "
+        f"({loop / baseline:.2f}x)"
+    )
+    print(
+        f"  pbs-activated journal              {per_second['reader_s']:>10,.0f} entries/s  "
+        f"({per_second['reader_s'] / baseline:.2f}x baseline)"
+    )
     unwritten = per_second["reader_no_writes_s"]
-    print(f"  (the same, logins ignored: no Redis {unwritten:>10,.0f} entries/s  "
-          f"({unwritten / baseline:.2f}x): the reader's own work)")
+    print(
+        f"  (the same, logins ignored: no Redis {unwritten:>10,.0f} entries/s  "
+        f"({unwritten / baseline:.2f}x): the reader's own work)"
+    )
     print(f"latency journal -> Redis, {delays['samples_each']:.0f} single logins each:")
-    print(f"  floor (wake, read, SET)   p50 {delays['floor_p50_ms']:.2f} ms  "
-          f"p99 {delays['floor_p99_ms']:.2f} ms  (baseline)")
-    print(f"  pbs-activated journal     p50 {delays['reader_p50_ms']:.2f} ms  "
-          f"p99 {delays['reader_p99_ms']:.2f} ms  "
-          f"({delays['reader_p50_ms'] / delays['floor_p50_ms']:.2f}x / "
-          f"{delays['reader_p99_ms'] / delays['floor_p99_ms']:.2f}x baseline)")
+    print(
+        f"  floor (wake, read, SET)   p50 {delays['floor_p50_ms']:.2f} ms  "
+        f"p99 {delays['floor_p99_ms']:.2f} ms  (baseline)"
+    )
+    print(
+        f"  pbs-activated journal     p50 {delays['reader_p50_ms']:.2f} ms  "
+        f"p99 {delays['reader_p99_ms']:.2f} ms  "
+        f"({delays['reader_p50_ms'] / delays['floor_p50_ms']:.2f}x / "
+        f"{delays['reader_p99_ms'] / delays['floor_p99_ms']:.2f}x baseline)"
+    )
     print(f"  (redis-cli SET, process start included: p50 {delays['redis_cli_set_p50_ms']:.2f} ms)")
 
 

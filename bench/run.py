@@ -106,9 +106,7 @@ class Bench:
         self.redis.command("SET", GRANTED_ADDRESS, "alice")  # the seed's key: the bare address
         self.sink = AuditSink(directory / "journal.sock")
         self.config = directory / "pbs-activated.toml"
-        self.config.write_text(
-            f'[redis]\nurl = "{self.redis.url}"\ncredentials = "component"\n'
-        )
+        self.config.write_text(f'[redis]\nurl = "{self.redis.url}"\ncredentials = "component"\n')
         self.tcp_config = directory / "tcp.toml"
         self.tcp_config.write_text(f'[redis]\nurl = "{self.redis.tcp_url}"\n')
         self.environment = {
@@ -131,8 +129,15 @@ class Bench:
 
         password = "bench-policy-secret"
         self.redis.command(
-            "ACL", "SETUSER", acl.POLICY_USER, "reset", "on", f">{password}",
-            "resetchannels", "-@all", *acl.RULES[acl.POLICY_USER],
+            "ACL",
+            "SETUSER",
+            acl.POLICY_USER,
+            "reset",
+            "on",
+            f">{password}",
+            "resetchannels",
+            "-@all",
+            *acl.RULES[acl.POLICY_USER],
         )
         secret = self._make("secrets") / acl.POLICY_USER
         secret.write_text(password + "\n")
@@ -157,7 +162,10 @@ class Bench:
         return self.activated("floor", [PYTHON, "-I", "-S", str(BENCH / "floor.py")])
 
     def ours(
-        self, name: str = "ours", command: list[str] | None = None, accept: bool = True,
+        self,
+        name: str = "ours",
+        command: list[str] | None = None,
+        accept: bool = True,
         **changes: str,
     ) -> ActivatedService:
         """Our handler; `changes` override the environment (an empty value removes it)."""
@@ -252,7 +260,10 @@ def handler_import_ms(bench: Bench) -> float:
     interpreter = Path(launcher).read_text().splitlines()[0].removeprefix("#!").split()
     result = subprocess.run(
         [*interpreter, "-X", "importtime", launcher, *arguments],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={"PBS_ACTIVATED_JOURNAL_SOCKET": "/nonexistent", "PATH": "/usr/bin:/bin"},
     )
     total = 0
@@ -268,7 +279,12 @@ class Figure:
     """One row of the goals table: ours against a base, and the goal for the ratio."""
 
     def __init__(
-        self, name: str, base: float, ours: float, goal: float, at_most: bool,
+        self,
+        name: str,
+        base: float,
+        ours: float,
+        goal: float,
+        at_most: bool,
         round_ratios: list[float] | None = None,
     ) -> None:
         self.name, self.base, self.ours, self.goal, self.at_most = name, base, ours, goal, at_most
@@ -337,7 +353,8 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
 
     progress(f"steady throughput, {rounds} rounds taking turns with the seed")
     ceiling = bench.activated(
-        "ceiling", [PYTHON, "-I", "-S", str(BENCH / "floor_lookup.py"), str(bench.redis.port)],
+        "ceiling",
+        [PYTHON, "-I", "-S", str(BENCH / "floor_lookup.py"), str(bench.redis.port)],
         PBS_ACTIVATED_JOURNAL_SOCKET=str(bench.sink.path),
     )
     server = bench.server()
@@ -362,14 +379,20 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
         floor_rate = steady(floor.path, FLOOR_ANSWER, *shape)
         floor.wait_idle()
         rates[shape] = (
-            statistics.median(seed_rates), statistics.median(our_rates), floor_rate,
+            statistics.median(seed_rates),
+            statistics.median(our_rates),
+            floor_rate,
             statistics.median(ceiling_rates),
         )
         round_ratios[shape] = [o / b for o, b in zip(our_rates, seed_rates, strict=True)]
         server_rates[shape] = (statistics.median(seed_rates), statistics.median(serving))
         server_ratios[shape] = [o / b for o, b in zip(serving, seed_rates, strict=True)]
-        measured = {"seed": seed_rates, "handler": our_rates, "server": serving,
-                    "ceiling": ceiling_rates}
+        measured = {
+            "seed": seed_rates,
+            "handler": our_rates,
+            "server": serving,
+            "ceiling": ceiling_rates,
+        }
         cpu_rows += cpu_lines(shape, meters, {k: statistics.median(v) for k, v in measured.items()})
 
     with held_connections(server.path, OUR_ANSWER, 16):
@@ -382,19 +405,45 @@ def measure(bench: Bench, connections: int, rounds: int) -> list[str]:
 
     figures = [
         Figure("connect -> first answer, median ms", floor_first, our_first, 2.0, True),
-        Figure("64 new connections at once, all answered, ms",
-               floor_storm * 1000, our_storm * 1000, 2.0, True,
-               [o / f for o, f in zip(our_storms, floor_storms, strict=True)]),
-        Figure("steady 16 conn x 500 req, req/s, vs seed", *rates[(16, 500)][:2], 1.5, False,
-               round_ratios[(16, 500)]),
-        Figure("steady 1 conn x 3000 req, req/s, vs seed", *rates[(1, 3000)][:2], 1.2, False,
-               round_ratios[(1, 3000)]),
-        Figure("RSS per handler holding a connection, MiB",
-               floor_rss / 1024, our_rss / 1024, 1.5, True),
-        Figure("Accept=no server: steady 16 x 500, vs seed", *server_rates[(16, 500)], 1.5, False,
-               server_ratios[(16, 500)]),
-        Figure("Accept=no server: steady 1 x 3000, vs seed", *server_rates[(1, 3000)], 1.2, False,
-               server_ratios[(1, 3000)]),
+        Figure(
+            "64 new connections at once, all answered, ms",
+            floor_storm * 1000,
+            our_storm * 1000,
+            2.0,
+            True,
+            [o / f for o, f in zip(our_storms, floor_storms, strict=True)],
+        ),
+        Figure(
+            "steady 16 conn x 500 req, req/s, vs seed",
+            *rates[(16, 500)][:2],
+            1.5,
+            False,
+            round_ratios[(16, 500)],
+        ),
+        Figure(
+            "steady 1 conn x 3000 req, req/s, vs seed",
+            *rates[(1, 3000)][:2],
+            1.2,
+            False,
+            round_ratios[(1, 3000)],
+        ),
+        Figure(
+            "RSS per handler holding a connection, MiB", floor_rss / 1024, our_rss / 1024, 1.5, True
+        ),
+        Figure(
+            "Accept=no server: steady 16 x 500, vs seed",
+            *server_rates[(16, 500)],
+            1.5,
+            False,
+            server_ratios[(16, 500)],
+        ),
+        Figure(
+            "Accept=no server: steady 1 x 3000, vs seed",
+            *server_rates[(1, 3000)],
+            1.2,
+            False,
+            server_ratios[(1, 3000)],
+        ),
     ]
     return [
         "",
@@ -461,26 +510,44 @@ def variants(bench: Bench, count: int) -> list[str]:
     candidates = [
         ("floor: python3 -I -S, no imports", bench.floor(), FLOOR_ANSWER),
         ("shipped ExecStart=, config cache", bench.ours("v-shipped"), OUR_ANSWER),
-        ("shipped ExecStart=, no cache directory",
-         bench.ours("v-nocache", CACHE_DIRECTORY=""), OUR_ANSWER),
-        ("shipped ExecStart=, config cache, loopback TCP, no login",
-         bench.ours("v-tcp", PBS_ACTIVATED_CONFIG=str(bench.tcp_config),
-                    CACHE_DIRECTORY=str(tcp_cache), PBS_ACTIVATED_STORE_USER=""), OUR_ANSWER),
-        ("former ExecStart=: python3 -I -S -c, config cache",
-         bench.ours("v-dash-c", [PYTHON, "-I", "-S", "-c", DASH_C.format(repo=str(REPO)),
-                                 "policy"]), OUR_ANSWER),
-        ("python3 -I -m pbs_activated (site, runpy)",
-         bench.ours("v-dash-m", [PYTHON, "-I", "-c", dash_m, "policy"]), OUR_ANSWER),
-        ("console script /usr/bin/pbs-activated (site, re)",
-         bench.ours("v-script", [str(script), "policy"], PYTHONPATH=str(REPO)), OUR_ANSWER),
+        (
+            "shipped ExecStart=, no cache directory",
+            bench.ours("v-nocache", CACHE_DIRECTORY=""),
+            OUR_ANSWER,
+        ),
+        (
+            "shipped ExecStart=, config cache, loopback TCP, no login",
+            bench.ours(
+                "v-tcp",
+                PBS_ACTIVATED_CONFIG=str(bench.tcp_config),
+                CACHE_DIRECTORY=str(tcp_cache),
+                PBS_ACTIVATED_STORE_USER="",
+            ),
+            OUR_ANSWER,
+        ),
+        (
+            "former ExecStart=: python3 -I -S -c, config cache",
+            bench.ours(
+                "v-dash-c", [PYTHON, "-I", "-S", "-c", DASH_C.format(repo=str(REPO)), "policy"]
+            ),
+            OUR_ANSWER,
+        ),
+        (
+            "python3 -I -m pbs_activated (site, runpy)",
+            bench.ours("v-dash-m", [PYTHON, "-I", "-c", dash_m, "policy"]),
+            OUR_ANSWER,
+        ),
+        (
+            "console script /usr/bin/pbs-activated (site, re)",
+            bench.ours("v-script", [str(script), "policy"], PYTHONPATH=str(REPO)),
+            OUR_ANSWER,
+        ),
     ]
     medians = first_answers([(service, expected) for _, service, expected in candidates], count)
     lines = ["", "start-up variants: connect -> first answer, median ms (ratio to the floor)"]
     for (name, _, _), value in zip(candidates, medians, strict=True):
         lines.append(f"  {name:<58} {value:6.2f}  {value / medians[0]:.2f}x")
     return lines
-
-
 
 
 def tcp_throughput(bench: Bench, rounds: int) -> list[str]:
@@ -496,7 +563,9 @@ def tcp_throughput(bench: Bench, rounds: int) -> list[str]:
     cache = bench.directory / "tcp-steady-cache"
     cache.mkdir()
     tcp = bench.ours(
-        "tcp-steady", PBS_ACTIVATED_CONFIG=str(bench.tcp_config), CACHE_DIRECTORY=str(cache),
+        "tcp-steady",
+        PBS_ACTIVATED_CONFIG=str(bench.tcp_config),
+        CACHE_DIRECTORY=str(cache),
         PBS_ACTIVATED_STORE_USER="",
     )
     lines = ["", "steady, our handler over loopback TCP without a login, vs the seed:"]
@@ -506,8 +575,10 @@ def tcp_throughput(bench: Bench, rounds: int) -> list[str]:
             ours = steady(tcp.path, OUR_ANSWER, *shape)
             tcp.wait_idle()
             ratios.append(ours / steady(bench.seed.path, SEED_ANSWER, *shape))
-        lines.append(f"  {shape[0]} x {shape[1]}: {statistics.median(ratios):.2f}x "
-                     f"(rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
+        lines.append(
+            f"  {shape[0]} x {shape[1]}: {statistics.median(ratios):.2f}x "
+            f"(rounds {min(ratios):.2f}-{max(ratios):.2f}x)"
+        )
     return lines
 
 

@@ -93,7 +93,8 @@ class AuditSink:
         self.unusual = path.with_name("unusual-entries.txt")
         self.process = subprocess.Popen(
             [PYTHON, str(BENCH / "audit_sink.py"), str(path), str(self.unusual)],
-            stdout=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
         )
         wait_for(path.exists, "audit sink", self.process)
 
@@ -210,12 +211,18 @@ class SeedServer:
         if not (directory / "node_modules" / "redis").is_dir():
             subprocess.run(
                 ["npm", "install", "--no-audit", "--no-fund", "--silent", "--no-save", "redis@3"],
-                cwd=directory, check=True, stdout=subprocess.DEVNULL, timeout=300,
+                cwd=directory,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                timeout=300,
             )
         # The seed logs every request to the console: to /dev/null, as a daemon would.
         self.process = subprocess.Popen(
-            ["node", str(script)], cwd=directory, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            ["node", str(script)],
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for(policy_path.exists, "the seed's node server", self.process)
 

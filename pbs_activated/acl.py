@@ -185,7 +185,7 @@ def read_passwords(directory: str, names: tuple[str, ...] = USERS) -> dict[str, 
     `names` are the files to look for: the servers' users by default; add
     SENTINEL_CLIENT_SECRET for `sentinel_acl`.
     """
-    from pbs_activated.config import read_secret
+    from pbs_activated.configload import read_secret
 
     passwords = {}
     for name in names:

@@ -12,7 +12,9 @@ import os
 import sys
 
 from pbs_activated import acl, addresses, audit, defaults, keys
-from pbs_activated.config import Config, ConfigError, RedisSettings, read_secret
+from pbs_activated.config import Config, RedisSettings
+from pbs_activated.configfile import ConfigError
+from pbs_activated.configload import read_secret
 from pbs_activated.decision import decide
 from pbs_activated.errors import StoreError
 from pbs_activated.lookup import Lookup

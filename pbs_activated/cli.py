@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from pbs_activated import defaults
-from pbs_activated.config import config_path
+from pbs_activated.configload import config_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
 
 def run(arguments: argparse.Namespace) -> int:
     """Dispatch a parsed command line."""
-    from pbs_activated.config import ConfigError, load
+    from pbs_activated.configfile import ConfigError
+    from pbs_activated.configload import load
 
     path = config_path(arguments.config)
     if arguments.command == "policy":

@@ -1,6 +1,6 @@
 """A freshly parsed file, checked: configtable.TABLE applied, and the rules that tie keys together.
 
-`checked` is what config.load caches (configfile.read_checked): the settings a
+`checked` is what configload.load caches (configfile.read_checked): the settings a
 file means, as plain values. So this module, the table and the URL parser are
 imported once per change of the file, never on a start that finds its parse
 cached; the secrets the settings name are config's, read on every load.
@@ -9,17 +9,16 @@ cached; the secrets the settings name are config's, read on every load.
 from __future__ import annotations
 
 from pbs_activated import configtable, defaults
+from pbs_activated.config import parse_networks
 from pbs_activated.configfile import ConfigError
 from pbs_activated.storeurl import parse_redis_url
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
-    from ipaddress import IPv4Network, IPv6Network
-
     from pbs_activated.config import Config, RedisSettings
 
 SECRET_FILES = ("password_file", "sentinel_password_file")
-"""[redis] keys naming a secret file: kept by name in `checked`, read by config.load."""
+"""[redis] keys naming a secret file: kept by name in `checked`, read by configload.load."""
 
 
 def checked(config: Config, tables: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -53,19 +52,6 @@ def check_networks(tables: dict[str, object]) -> None:
         ignore = authorization.get("ignore")
         if isinstance(ignore, list) and all(isinstance(text, str) for text in ignore):
             parse_networks(ignore)
-
-
-def parse_networks(texts: tuple[str, ...] | list[str]) -> list[IPv4Network | IPv6Network]:
-    """Parse `[authorization] ignore`; a bad entry is a ConfigError naming it."""
-    import ipaddress  # only when a file is parsed, and in the reader
-
-    networks = []
-    for text in texts:
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ConfigError(f"[authorization] ignore: not a network: {text!r}") from None
-    return networks
 
 
 def apply(config: Config, tables: dict[str, object]) -> None:

@@ -212,4 +212,4 @@ of that section's settings, but for SET_BY_RULES."""
 
 SET_BY_RULES = ("password_file", "sentinel_password_file", "min_replicas_acknowledged")
 """[redis] keys with no attribute of their own: configcheck.apply_redis turns them into
-others (the secret files into passwords with config.read_secrets)."""
+others (the secret files into passwords with configload.read_secrets)."""

@@ -51,7 +51,7 @@ STORE_PASSWORD_CREDENTIAL = "store-password"
 STORE_USER_ENVIRONMENT = "PBS_ACTIVATED_STORE_USER"
 STORE_PASSWORD_FILE_ENVIRONMENT = "PBS_ACTIVATED_STORE_PASSWORD_FILE"
 """The same for the per-connection handler, which credentials would slow tenfold
-(config.resolve_secrets): its unit's environment names the user and a file."""
+(configload.resolve_secrets): its unit's environment names the user and a file."""
 
 ADMIN_GROUP = "pbs-activated-admin"
 """Members may run the admin commands, as root may: they can read the admin secret."""

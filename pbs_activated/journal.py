@@ -29,7 +29,8 @@ import time
 
 from pbs_activated import addresses, audit, defaults, keys, wakeup
 from pbs_activated.acknowledge import Acknowledger
-from pbs_activated.config import Config, ConfigError
+from pbs_activated.config import Config
+from pbs_activated.configfile import ConfigError
 from pbs_activated.cursor import CursorFile, state_directory
 from pbs_activated.journalsource import JournalSource
 from pbs_activated.logins import InvalidPattern, LoginParser

@@ -16,7 +16,7 @@ import _socket
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import audit, service
-from pbs_activated.config import config_path
+from pbs_activated.configload import config_path
 from pbs_activated.protocol import LimitExceeded, RequestParser
 from pbs_activated.resp import set_kernel_timeouts
 

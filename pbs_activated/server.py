@@ -28,7 +28,7 @@ import sys
 import time
 
 from pbs_activated import audit, service, wakeup
-from pbs_activated.config import config_path
+from pbs_activated.configload import config_path
 from pbs_activated.decision import lookup_address
 from pbs_activated.listening import NoListeningSocket, listening_socket
 from pbs_activated.loginwait import Waits

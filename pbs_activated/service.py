@@ -23,7 +23,9 @@ from __future__ import annotations
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import addresses, audit
-from pbs_activated.config import Config, ConfigError, load
+from pbs_activated.config import Config
+from pbs_activated.configfile import ConfigError
+from pbs_activated.configload import load
 from pbs_activated.decision import awaits_login, decide
 from pbs_activated.lookup import BrokenConfigLookup, Lookup
 from pbs_activated.protocol import format_reply, rcpt_client_address

@@ -30,7 +30,8 @@ from journalfiles import JournalWriter, ReaderProcess, dovecot_login
 from support import AuditSink, write_config
 
 from pbs_activated import acl, keys
-from pbs_activated.config import Config, load
+from pbs_activated.config import Config
+from pbs_activated.configload import load
 from pbs_activated.writer import Writer
 
 UNAVAILABLE = "DEFER_IF_REJECT"

@@ -19,7 +19,8 @@ from cluster import Cluster, Server, Tls
 from support import PYTHON, REPO, AuditSink, write_config
 
 from pbs_activated import errors, keys
-from pbs_activated.config import RedisSettings, load
+from pbs_activated.config import RedisSettings
+from pbs_activated.configload import load
 from pbs_activated.lookup import Lookup
 from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
@@ -138,7 +139,7 @@ def test_a_handler_without_tls_imports_neither_ssl_nor_socket(tmp_path: Path) ->
     script = textwrap.dedent(f"""
         import sys
         from pbs_activated import errors
-        from pbs_activated.config import load
+        from pbs_activated.configload import load
         from pbs_activated.lookup import Lookup
         try:
             Lookup(load({str(config)!r}).redis).user_for("192.0.2.10")

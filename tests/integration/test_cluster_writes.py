@@ -12,7 +12,8 @@ from cluster import Cluster
 from support import RedisServer, run_cli, write_config
 
 from pbs_activated import defaults, errors, keys
-from pbs_activated.config import RedisSettings, load
+from pbs_activated.config import RedisSettings
+from pbs_activated.configload import load
 from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
 

@@ -16,7 +16,7 @@ import pytest
 from activation import PolicyService
 from support import AuditSink, RedisServer, run_cli, write_config
 
-from pbs_activated.config import load
+from pbs_activated.configload import load
 from pbs_activated.errors import StoreUnavailable
 from pbs_activated.lookup import Lookup
 

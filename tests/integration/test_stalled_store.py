@@ -42,7 +42,7 @@ from redispy import REDIS_PY_VERSIONS, interpreter_with_redis_py
 from support import REPO, RedisServer, write_config
 
 from pbs_activated import errors, keys
-from pbs_activated.config import load
+from pbs_activated.configload import load
 from pbs_activated.lookup import Lookup
 from pbs_activated.writer import Writer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from pbs_activated import config
+from pbs_activated import config, configload
 from pbs_activated.configtable import TABLE
 
 CONFFILE = REPO / "packaging/pbs-activated.toml"
@@ -56,7 +56,7 @@ def conffile_defaults() -> dict[tuple[str, str], object]:
 def load_text(tmp_path: Path, text: str) -> config.Config:
     path = tmp_path / "probe.toml"
     path.write_text(text)
-    return config.load(str(path))
+    return configload.load(str(path))
 
 
 def every_default_uncommented() -> str:
@@ -105,13 +105,13 @@ def test_conffile_shows_the_tables_default(section: str, name: str) -> None:
 
 
 def test_conffile_as_shipped_means_every_default(tmp_path: Path) -> None:
-    shipped = config.load(str(CONFFILE))
-    assert settings_of(shipped) == settings_of(config.load(str(tmp_path / "missing.toml")))
+    shipped = configload.load(str(CONFFILE))
+    assert settings_of(shipped) == settings_of(configload.load(str(tmp_path / "missing.toml")))
 
 
 def test_conffile_values_shown_are_the_builtin_defaults(tmp_path: Path) -> None:
     uncommented = load_text(tmp_path, every_default_uncommented())
-    assert settings_of(uncommented) == settings_of(config.load(str(tmp_path / "missing.toml")))
+    assert settings_of(uncommented) == settings_of(configload.load(str(tmp_path / "missing.toml")))
 
 
 def test_conffile_shows_each_key_once() -> None:

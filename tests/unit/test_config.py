@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from pbs_activated import defaults
-from pbs_activated.config import AuthorizationSettings, ConfigError, config_path, load
+from pbs_activated.config import AuthorizationSettings
+from pbs_activated.configfile import ConfigError
+from pbs_activated.configload import config_path, load
 
 
 def write(tmp_path: Path, text: str) -> str:

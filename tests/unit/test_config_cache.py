@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pbs_activated import configfile, defaults
-from pbs_activated.config import CACHE_FILE, ConfigError, load
+from pbs_activated.configfile import CACHE_FILE, ConfigError
+from pbs_activated.configload import load
 
 PYTHON = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def write(path: Path, text: str) -> Path:
 def imports(config: Path, environment: dict[str, str], *modules: str) -> bool:
     """Load `config` in a fresh handler-like interpreter; tell whether it imported all `modules`."""
     code = (
-        f"import sys; sys.path.append({str(REPO)!r}); from pbs_activated.config import load; "
+        f"import sys; sys.path.append({str(REPO)!r}); from pbs_activated.configload import load; "
         f"load({str(config)!r}); print(all(m in sys.modules for m in {modules!r}))"
     )
     result = subprocess.run(

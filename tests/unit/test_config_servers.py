@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import ConfigError, JournalSettings, load
+from pbs_activated.config import JournalSettings
+from pbs_activated.configfile import ConfigError
+from pbs_activated.configload import load
 from pbs_activated.logins import SERVERS, LoginParser
 
 COURIER_UNITS = (

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import SECTIONS, Config, ConfigError, load
+from pbs_activated.config import SECTIONS, Config
 from pbs_activated.configcheck import apply
+from pbs_activated.configfile import ConfigError
+from pbs_activated.configload import load
 from pbs_activated.configtable import SET_BY_RULES, TABLE, number_text
 
 KEYS = [(section, name) for section, keys in TABLE.items() for name in keys]

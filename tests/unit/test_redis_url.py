@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from pbs_activated import defaults
-from pbs_activated.config import ConfigError, RedisSettings, load
+from pbs_activated.config import RedisSettings
 from pbs_activated.configcheck import apply_redis
+from pbs_activated.configfile import ConfigError
+from pbs_activated.configload import load
 from pbs_activated.storeurl import parse_redis_url
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pbs_activated.config import ConfigError, RedisSettings
+from pbs_activated.config import RedisSettings
+from pbs_activated.configfile import ConfigError
 from pbs_activated.storeurl import parse_redis_url
 
 
