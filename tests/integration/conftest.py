@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from activation import PolicyService
+from closedstore import ClosedStore
 from support import AuditSink, RedisServer, free_port
-from test_store_acl import ClosedStore
 
 from pbs_activated import acl
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from closedstore import ClosedStore
 from cluster import Cluster, Server
 from support import AuditSink, RedisServer, run_cli
-from test_store_acl import ClosedStore
 
 from pbs_activated import acl, errors, keys
 from pbs_activated.config import RedisSettings

@@ -16,42 +16,16 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import PYTHON, RedisServer, package_for_other_users, run_cli, write_config
+from closedstore import ClosedStore
+from support import PYTHON, package_for_other_users, run_cli, write_config
 
 from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings
 from pbs_activated.lookup import Lookup
-from pbs_activated.storeurl import parse_redis_url
 from pbs_activated.writer import Writer
 
 NOBODY = 65534
 ADMIN_GID = 64999
 """A group id no account on the host has: stands for pbs-activated-admin."""
-
-
-class ClosedStore:
-    """A redis-server whose ACL file `pbs-activated store-acl` wrote from three secrets."""
-
-    def __init__(self, directory: Path) -> None:
-        self.secrets = directory / "secrets"
-        self.secrets.mkdir()
-        self.passwords = {user: f"secret-of-{user}" for user in acl.USERS}
-        for user, password in self.passwords.items():
-            (self.secrets / user).write_text(password + "\n")
-        self.acl_file = directory / "users.acl"
-        run_cli("store-acl", "--secrets", str(self.secrets), "--output", str(self.acl_file))
-        self.server = RedisServer(directory, arguments=("--aclfile", str(self.acl_file)))
-
-    def settings(self, user: str, password: str | None = None) -> RedisSettings:
-        settings = RedisSettings()
-        parse_redis_url(self.server.url, settings)
-        settings.username = user
-        settings.password = self.passwords[user] if password is None else password
-        settings.timeout = 2.0
-        return settings
-
-    def client(self, user: str) -> Writer:
-        return Writer(self.settings(user))
 
 
 def test_the_acl_file_holds_hashes_not_secrets(closed_store: ClosedStore) -> None:
