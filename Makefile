@@ -65,9 +65,9 @@ demo: deps
 # The reader and the CLI run redis-py, whose behaviour changed between Debian 12's
 # 4.3 and Debian 13's 6.1: their integration tests run again with the other
 # release's (tests/redispy.py makes its virtualenv once, from PyPI).
-OTHER_REDIS_PY_TESTS := tests/integration/test_cli.py tests/integration/test_journal_reader.py \
-	tests/integration/test_journal_faults.py tests/integration/test_migrate.py \
-	tests/integration/test_cluster_writes.py tests/integration/test_store_acl.py
+OTHER_REDIS_PY_TESTS := tests/integration/admin/test_cli.py tests/integration/reader/test_journal_reader.py \
+	tests/integration/reader/test_journal_faults.py tests/integration/admin/test_migrate.py \
+	tests/integration/store/test_cluster_writes.py tests/integration/store/test_store_acl.py
 
 test: deps lint
 	$(PYTEST) -q tests

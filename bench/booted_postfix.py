@@ -9,7 +9,7 @@ not in mynetworks) to 192.0.2.1:25, one message per SMTP session:
 - **relay**: to someone@remote.test, from a client allowed to relay, by a static
   `check_client_access` permit (`none`, no policy service) or by an
   authorization in the store (`pbs-activated grant`) asked through the
-  recommended line, pbs_activated.postfix.relay_restrictions(), with the
+  recommended line, pbs_activated.admin.postfix.relay_restrictions(), with the
   per-connection handler (`handler`) or the Accept=no server (`server`);
 - **inbound**: to alice@example.test, a local user, under the same lines.
 
@@ -40,7 +40,7 @@ from container import Container
 from mailhost import without_idle_smtpd
 from product import use_policy_socket
 
-from pbs_activated.postfix import relay_restrictions
+from pbs_activated.admin.postfix import relay_restrictions
 
 CLIENT = "192.0.2.200"
 SERVER = "192.0.2.1"

@@ -1,10 +1,10 @@
-"""`make bench`: our RESP reply codec (pbs_activated.resp.Parser) against Debian's hiredis.
+"""`make bench`: our RESP reply codec (pbs_activated.store.resp.Parser) against Debian's hiredis.
 
 resp.Parser has hiredis.Reader's interface, so the handler could take either.
 What hiredis would cost and save, measured in one run:
 
 - its import, in a fresh `/usr/bin/python3 -IS` that has already loaded
-  pbs_activated.resp (what the handler loads anyway), with its first Reader():
+  pbs_activated.store.resp (what the handler loads anyway), with its first Reader():
   paid once per process, so once per Postfix connection by the handler;
 - the cost of each reply the handler or the Accept=no server reads (feed the
   bytes as they arrive, then gets): a GET's bulk reply in one piece, a nil, an
@@ -37,7 +37,7 @@ INSTALLED_PACKAGES = "/usr/lib/python3/dist-packages"
 IMPORT_TIMER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from pbs_activated import resp
+from pbs_activated.store import resp
 sys.path.append({installed!r})
 started = time.perf_counter_ns()
 import hiredis
@@ -121,7 +121,7 @@ def main() -> int:
     except ImportError:
         print("codec: python3-hiredis is not installed; nothing to compare")
         return 0
-    from pbs_activated import resp
+    from pbs_activated.store import resp
 
     for _, pieces in CASES:  # both read every case alike before anything is timed
         values = []

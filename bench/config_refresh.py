@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 def refresh_cost_us(loops: int) -> float:
     """Median µs of one refresh() of an unchanged file, over 7 rounds of `loops`."""
     sys.path.insert(0, str(REPO))
-    from pbs_activated.service import Configured
+    from pbs_activated.answer.service import Configured
 
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "pbs-activated.toml")

@@ -4,7 +4,7 @@ Each smtpd process holds one policy connection, and with pbs-policy.socket
 (Accept=yes) one handler process, for as long as Postfix keeps it: until the
 smtpd exits (master.cf's `max_idle`, 100 s by default, or `max_use` sessions) or
 the connection has been idle `max_idle` of check_policy_service (Postfix's
-default 300 s; pbs_activated.postfix's value). This boots the system tests' mail
+default 300 s; pbs_activated.admin.postfix's value). This boots the system tests' mail
 host (tests/system), installs the built .deb, and plays a mix of SMTP sessions
 as a small site sees them: CLIENTS clients, each sending a burst of one to five
 sessions, then idle for seconds to minutes (log-normal, median 40 s, clipped to
@@ -42,7 +42,7 @@ from mailhost import (  # noqa: E402
 )
 from product import build_deb, install_product  # noqa: E402
 
-from pbs_activated import postfix  # noqa: E402
+from pbs_activated.admin import postfix  # noqa: E402
 
 SCALE = 10.0
 CLIENTS = 12

@@ -27,7 +27,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 from journalfiles import entry, write_journal  # noqa: E402
 
-from pbs_activated import report  # noqa: E402
+from pbs_activated.admin import report  # noqa: E402
 
 START = time.time() - 30 * 86400
 

@@ -75,7 +75,7 @@ PIP_CONSOLE_SCRIPT = """#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 import re
 import sys
-from pbs_activated.cli import main
+from pbs_activated.admin.cli import main
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
     sys.exit(main())
@@ -83,7 +83,8 @@ if __name__ == '__main__':
 """What pip and pybuild generate as /usr/bin/pbs-activated (console_scripts), for comparison."""
 
 DASH_C = (
-    "import sys; sys.path.append({repo!r}); from pbs_activated.cli import main; sys.exit(main())"
+    "import sys; sys.path.append({repo!r});"
+    " from pbs_activated.admin.cli import main; sys.exit(main())"
 )
 """The units' ExecStart= before the launcher: `python3 -I -S -c DASH_C policy`."""
 
@@ -100,7 +101,7 @@ class Bench:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.redis = start_redis(self._make("redis"))
-        from pbs_activated.keys import client_key
+        from pbs_activated.store.keys import client_key
 
         self.redis.command("SET", client_key(GRANTED_ADDRESS), "alice")
         self.redis.command("SET", GRANTED_ADDRESS, "alice")  # the seed's key: the bare address
@@ -125,7 +126,7 @@ class Bench:
 
         The seed and redis-cli keep Redis's open default user, over TCP.
         """
-        from pbs_activated import acl
+        from pbs_activated.store import acl
 
         password = "bench-policy-secret"
         self.redis.command(

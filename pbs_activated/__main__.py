@@ -2,6 +2,6 @@
 
 import sys
 
-from pbs_activated.cli import main
+from pbs_activated.admin.cli import main
 
 sys.exit(main())

@@ -23,7 +23,7 @@ import _socket
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 import sys
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 ERROR = 3
 WARNING = 4

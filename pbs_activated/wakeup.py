@@ -4,7 +4,7 @@ journald tells its readers of a new entry 250-500 ms after writing it (its
 post-change timer), though the entry is readable at once: a client that sends
 the instant its POP3 session ends would find no authorization yet. A handler
 that finds none for a relay attempt (decision.awaits_login) sends the reader an
-empty datagram, and the reader reads the journal now (journal.py).
+empty datagram, and the reader reads the journal now (reader/follow.py).
 
 Nothing travels but the wake-up: no address, no answer, no reply. The socket is
 the reader's, in its RuntimeDirectory (0750, group pbs-activated), itself
@@ -19,7 +19,7 @@ import _socket
 import contextlib
 import posix
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 MODE = 0o620
 """The socket: writable by its group (the services'), by nobody else."""

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from support import RedisServer, run_cli
 
-from pbs_activated import acl
-from pbs_activated.config import RedisSettings
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import Writer
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import acl
+from pbs_activated.store.writer import Writer
 
 
 class ClosedStore:

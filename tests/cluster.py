@@ -27,7 +27,8 @@ from pathlib import Path
 
 from support import REPO, free_port, run_cli
 
-from pbs_activated import acl, defaults
+from pbs_activated.config import defaults
+from pbs_activated.store import acl
 
 SERVICE = "pbs"
 """The name the Sentinels monitor the master under (`[redis] service`)."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from pbs_activated import defaults
-from pbs_activated.configload import config_path
+from pbs_activated.config import defaults
+from pbs_activated.config.load import config_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     if arguments[-1:] == ["policy"]:
         option = _config_option(arguments[:-1])
         if option is not None:
-            from pbs_activated import policy
+            from pbs_activated.answer import handler
 
-            return policy.main(config_path(option or None))
+            return handler.main(config_path(option or None))
     return run(parse_arguments(arguments))
 
 
@@ -129,16 +129,16 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
 
 def run(arguments: argparse.Namespace) -> int:
     """Dispatch a parsed command line."""
-    from pbs_activated.configfile import ConfigError
-    from pbs_activated.configload import load
+    from pbs_activated.config.file import ConfigError
+    from pbs_activated.config.load import load
 
     path = config_path(arguments.config)
     if arguments.command == "policy":
-        from pbs_activated import policy
+        from pbs_activated.answer import handler
 
-        return policy.main(path)
+        return handler.main(path)
     if arguments.command == "policy-server":
-        from pbs_activated import server
+        from pbs_activated.answer import server
 
         return server.main(path)
     if arguments.command == "store-acl":
@@ -149,21 +149,21 @@ def run(arguments: argparse.Namespace) -> int:
         print(f"pbs-activated: {error}", file=sys.stderr)
         return 2
     if arguments.command == "journal":
-        from pbs_activated import journal
+        from pbs_activated.reader import follow
 
         if arguments.directory:
             config.journal.directory = arguments.directory
-        return journal.main(config)
-    from pbs_activated import admin
+        return follow.main(config)
+    from pbs_activated.admin import commands
 
-    return admin.run(arguments, config)
+    return commands.run(arguments, config)
 
 
 def store_acl(secrets: str | None, output: str | None) -> int:
     """Write the store's ACL file (acl.py) from the secrets; 2 if there is none to use."""
     import os
 
-    from pbs_activated import acl
+    from pbs_activated.store import acl
 
     directory = secrets or os.environ.get("CREDENTIALS_DIRECTORY", "")
     passwords = acl.read_passwords(directory) if directory else {}

@@ -11,16 +11,18 @@ import argparse
 import os
 import sys
 
-from pbs_activated import acl, addresses, audit, defaults, keys
-from pbs_activated.config import Config, RedisSettings
-from pbs_activated.configfile import ConfigError
-from pbs_activated.configload import read_secret
-from pbs_activated.decision import decide
-from pbs_activated.errors import StoreError
-from pbs_activated.lookup import Lookup
-from pbs_activated.protocol import Request
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import DENIED, GRANTED, Writer
+from pbs_activated import addresses, audit
+from pbs_activated.answer.decision import decide
+from pbs_activated.answer.protocol import Request
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.load import read_secret
+from pbs_activated.config.settings import Config, RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import acl, keys
+from pbs_activated.store.errors import StoreError
+from pbs_activated.store.lookup import Lookup
+from pbs_activated.store.writer import DENIED, GRANTED, Writer
 
 EXIT_NOPERM = 77
 """sysexits.h's EX_NOPERM: the caller may not do this, whatever the arguments."""
@@ -48,11 +50,11 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
             EXIT_NOPERM,
         )
     if arguments.command == "doctor":
-        from pbs_activated import doctor
+        from pbs_activated.admin.doctor import examine
 
-        return doctor.run(config, arguments.json)
+        return examine.run(config, arguments.json)
     if arguments.command == "report":
-        from pbs_activated import report
+        from pbs_activated.admin import report
 
         return report.run(arguments.since, arguments.until, arguments.json, arguments.directory)
     try:
@@ -78,7 +80,7 @@ def run(arguments: argparse.Namespace, config: Config) -> int:
         if arguments.command == "allow":
             return allow(config, arguments.name)
         if arguments.command == "migrate":
-            from pbs_activated import migrate
+            from pbs_activated.admin import migrate
 
             return migrate.run(arguments.source, config, arguments.only_to_own_store)
         return check(config, address)

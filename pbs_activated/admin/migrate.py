@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 
-from pbs_activated import keys
-from pbs_activated.config import Config, RedisSettings
-from pbs_activated.errors import StoreError
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import Writer
+from pbs_activated.config.settings import Config, RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import keys
+from pbs_activated.store.errors import StoreError
+from pbs_activated.store.writer import Writer
 
 EXIT_SOURCE_UNAVAILABLE = 3
 """The old store could not be read: the caller falls back to re-reading the journal."""
@@ -33,7 +33,7 @@ def run(source_url: str, config: Config, only_to_own_store: bool = False) -> int
     keeps it, and hears whether every local user can write to it.
     """
     if only_to_own_store and not config.redis.own_store():
-        from pbs_activated.journal import open_store_warning
+        from pbs_activated.reader.follow import open_store_warning
 
         warning = open_store_warning(config)
         print(

@@ -43,7 +43,7 @@ test_line_equivalence.py):
 
 from __future__ import annotations
 
-from pbs_activated.decision import RELAY_CONTEXT
+from pbs_activated.answer.decision import RELAY_CONTEXT
 
 POLICY_SOCKET = "private/pbs-policy"
 """The policy socket, relative to Postfix's queue directory (/var/spool/postfix)."""

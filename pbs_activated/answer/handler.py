@@ -15,18 +15,19 @@ from __future__ import annotations
 import _socket
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
-from pbs_activated import audit, service
-from pbs_activated.configload import config_path
-from pbs_activated.protocol import LimitExceeded, RequestParser
-from pbs_activated.resp import set_kernel_timeouts
+from pbs_activated import audit
+from pbs_activated.answer import service
+from pbs_activated.answer.protocol import LimitExceeded, RequestParser
+from pbs_activated.config.load import config_path
+from pbs_activated.store.resp import set_kernel_timeouts
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     import select
 
-    from pbs_activated.config import PolicySettings
-    from pbs_activated.lookup import Lookups
-    from pbs_activated.protocol import Request
+    from pbs_activated.answer.protocol import Request
+    from pbs_activated.config.settings import PolicySettings
+    from pbs_activated.store.lookup import Lookups
 
 READ_SIZE = 65536
 
@@ -147,7 +148,8 @@ def answer(
             audit.deliver(payload, message)
         if awaited is None:
             break
-        from pbs_activated import loginwait, wakeup
+        from pbs_activated import wakeup
+        from pbs_activated.answer import loginwait
 
         waited[awaited] = loginwait.wait_for(
             awaited, lookup.user_for, policy.login_wait, wakeup.socket_path()

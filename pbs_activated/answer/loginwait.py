@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 
 from pbs_activated import wakeup
-from pbs_activated.errors import StoreError
+from pbs_activated.store.errors import StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from pbs_activated.protocol import Request
+    from pbs_activated.answer.protocol import Request
 
 FIRST_LOOK = 0.005
 """Seconds before the first look: a woken reader on this host has written the login by then."""

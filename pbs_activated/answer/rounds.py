@@ -7,11 +7,11 @@ or MGET for all, and decided from its answer; a connection held for a login
 
 from __future__ import annotations
 
-from pbs_activated.errors import StoreError
+from pbs_activated.store.errors import StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pbs_activated.lookup import Lookups
+    from pbs_activated.store.lookup import Lookups
 
 
 def looked_up(lookup: Lookups, wanted: list[str]) -> UserFor:

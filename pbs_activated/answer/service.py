@@ -1,4 +1,4 @@
-"""What the handler (policy.py) and the server (server.py) share: one answer path.
+"""What the handler (answer/handler.py) and the server (server.py) share: one answer path.
 
 Both read chunks from Postfix connections and, for each chunk, do the same
 things in the same order, here:
@@ -23,21 +23,21 @@ from __future__ import annotations
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import addresses, audit
-from pbs_activated.config import Config
-from pbs_activated.configfile import ConfigError
-from pbs_activated.configload import load
-from pbs_activated.decision import awaits_login, decide
-from pbs_activated.lookup import BrokenConfigLookup, Lookup
-from pbs_activated.protocol import format_reply, rcpt_client_address
+from pbs_activated.answer.decision import awaits_login, decide
+from pbs_activated.answer.protocol import format_reply, rcpt_client_address
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import Config
+from pbs_activated.store.lookup import BrokenConfigLookup, Lookup
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pbs_activated.config import PolicySettings
-    from pbs_activated.decision import Decision
-    from pbs_activated.lookup import Lookups
-    from pbs_activated.protocol import Request
+    from pbs_activated.answer.decision import Decision
+    from pbs_activated.answer.protocol import Request
+    from pbs_activated.config.settings import PolicySettings
+    from pbs_activated.store.lookup import Lookups
 
 
 class Configured:

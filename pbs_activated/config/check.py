@@ -1,6 +1,6 @@
-"""A freshly parsed file, checked: configtable.TABLE applied, and the rules that tie keys together.
+"""A freshly parsed file, checked: table.TABLE applied, and the rules that tie keys together.
 
-`checked` is what configload.load caches (configfile.read_checked): the settings a
+`checked` is what config.load.load caches (config.file.read_checked): the settings a
 file means, as plain values. So this module, the table and the URL parser are
 imported once per change of the file, never on a start that finds its parse
 cached; the secrets the settings name are config's, read on every load.
@@ -8,17 +8,18 @@ cached; the secrets the settings name are config's, read on every load.
 
 from __future__ import annotations
 
-from pbs_activated import configtable, defaults
-from pbs_activated.config import parse_networks
-from pbs_activated.configfile import ConfigError
-from pbs_activated.storeurl import parse_redis_url
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.settings import parse_networks
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.config.table import SET_BY_RULES, TABLE
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
-    from pbs_activated.config import Config, RedisSettings
+    from pbs_activated.config.settings import Config, RedisSettings
 
 SECRET_FILES = ("password_file", "sentinel_password_file")
-"""[redis] keys naming a secret file: kept by name in `checked`, read by configload.load."""
+"""[redis] keys naming a secret file: kept by name in `checked`, read by config.load.load."""
 
 
 def checked(config: Config, tables: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -30,7 +31,7 @@ def checked(config: Config, tables: dict[str, object]) -> dict[str, dict[str, ob
     check_networks(tables)
     apply(config, tables)
     values: dict[str, dict[str, object]] = {}
-    for name in configtable.TABLE:
+    for name in TABLE:
         settings = getattr(config, name)
         values[name] = {slot: getattr(settings, slot) for slot in type(settings).__slots__}
     redis = tables.get("redis", {})
@@ -61,22 +62,22 @@ def apply(config: Config, tables: dict[str, object]) -> None:
     would surprise the administrator, so it is refused with its name.
     """
     for name in tables:
-        if name not in configtable.TABLE:
+        if name not in TABLE:
             raise ConfigError(f"{config.path}: unknown section [{name}]")
     apply_redis(_section(tables, "redis", config.path), config.redis)
-    for name in tuple(configtable.TABLE)[1:]:
+    for name in tuple(TABLE)[1:]:
         _apply_keys(_section(tables, name, config.path), name, getattr(config, name))
 
 
 def _apply_keys(table: dict[str, object], section: str, settings: object) -> None:
-    """Check each key of one section against configtable.TABLE and set its attribute."""
-    keys = configtable.TABLE[section]
+    """Check each key of one section against TABLE and set its attribute."""
+    keys = TABLE[section]
     for name, value in table.items():
         key = keys.get(name)
         if key is None:
             raise ConfigError(f"[{section}] unknown key {name!r}")
         checked_value = key[0](value, section, name, key[2])
-        if name not in configtable.SET_BY_RULES:
+        if name not in SET_BY_RULES:
             setattr(settings, name, checked_value)
 
 
@@ -107,7 +108,7 @@ def apply_replication(redis: dict[str, object], settings: RedisSettings) -> None
     if count == "auto":
         settings.min_replicas = 1 if settings.sentinels else None
     else:
-        assert isinstance(count, int)  # configtable.replicas checked it
+        assert isinstance(count, int)  # the table's `replicas` checked it
         settings.min_replicas = count
     # WAIT blocks the connection: the socket must not time out before Redis answers.
     if "replication_timeout" in redis:

@@ -51,7 +51,7 @@ STORE_PASSWORD_CREDENTIAL = "store-password"
 STORE_USER_ENVIRONMENT = "PBS_ACTIVATED_STORE_USER"
 STORE_PASSWORD_FILE_ENVIRONMENT = "PBS_ACTIVATED_STORE_PASSWORD_FILE"
 """The same for the per-connection handler, which credentials would slow tenfold
-(configload.resolve_secrets): its unit's environment names the user and a file."""
+(config.load.resolve_secrets): its unit's environment names the user and a file."""
 
 ADMIN_GROUP = "pbs-activated-admin"
 """Members may run the admin commands, as root may: they can read the admin secret."""
@@ -223,7 +223,7 @@ A master that dies between acknowledging a write and replicating it loses the
 write, and Sentinel then promotes a replica without it: a login silently gone.
 "auto" asks for one replica whenever the master has a replica online, and for
 none on a lone Redis, which has nobody to wait for; with Sentinels, always for
-one (configcheck.apply_replication says why). A number asks for exactly that many,
+one (config.check.apply_replication says why). A number asks for exactly that many,
 so a write is refused (and re-sent) while fewer are online.
 """
 

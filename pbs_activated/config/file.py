@@ -3,7 +3,7 @@
 The policy handler reads the file on every Postfix connection, so this module
 imports `tomllib` only when there is a file to parse, and even then only when
 its checked parse is not cached (see `read_checked`). What the keys mean is
-config's and configcheck's.
+config's and config.check's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import __version__
-from pbs_activated.defaults import environment
+from pbs_activated.config.defaults import environment
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def read_checked(path: str, check: Callable[[dict[str, object]], T]) -> T:
     with what it imports (re, string, typing...) costs about 11 ms on this
     machine class, more than the rest of the handler's imports together, as soon
     as the file holds one uncommented key (every real site sets `url`). And
-    checking the tables against configtable costs the modules that hold the
+    checking the tables against config.table costs the modules that hold the
     table and the URL parser. So the file is parsed and checked once, and what
     `check` made of it (the settings, in marshal's types) is kept: a start costs
     one stat and one small read instead. `marshal` is built into the

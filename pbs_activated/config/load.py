@@ -1,14 +1,14 @@
 """How a configuration file becomes a Config, with the secrets its settings name.
 
 Which sections and keys exist, how each is checked and what it defaults to is
-declared once, in configtable.TABLE; configcheck applies it to a freshly parsed
+declared once, in config.table.TABLE; config.check applies it to a freshly parsed
 file, with the rules that tie keys together (a URL parsed into an address,
 replication bounded by the timeout). The file and the cache of its checked
-settings are configfile's. The secrets the settings name are read here, on
+settings are config.file's. The secrets the settings name are read here, on
 every load, and never cached.
 
 The policy handler loads this on every Postfix connection: on a start that
-finds the file's settings cached, none of configcheck, the table or the URL
+finds the file's settings cached, none of config.check, the table or the URL
 parser is imported.
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
-from pbs_activated import defaults
-from pbs_activated.config import SECTIONS, Config, RedisSettings
-from pbs_activated.configfile import ConfigError, read_checked
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError, read_checked
+from pbs_activated.config.settings import SECTIONS, Config, RedisSettings
 
 
 def config_path(option: str | None = None) -> str:
@@ -39,10 +39,10 @@ def load(path: str) -> Config:
 
 
 def _check(path: str, tables: dict[str, object]) -> dict[str, dict[str, object]]:
-    """What a freshly parsed file means (configcheck: imported only for a fresh parse)."""
-    from pbs_activated import configcheck
+    """What a freshly parsed file means (config.check: imported only for a fresh parse)."""
+    from pbs_activated.config import check
 
-    return configcheck.checked(Config(path), tables)
+    return check.checked(Config(path), tables)
 
 
 def read_secrets(settings: RedisSettings, files: dict[str, object]) -> None:

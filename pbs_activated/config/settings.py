@@ -2,8 +2,8 @@
 
 Every module that takes settings takes these classes, so they live below all
 of them: they import nothing of the configuration but its defaults. How a file
-becomes a Config is configload's; which keys exist and how each is checked is
-configtable's and configcheck's.
+becomes a Config is config.load's; which keys exist and how each is checked is
+config.table's and config.check's.
 
 The policy handler builds these on every Postfix connection: plain classes
 with __slots__, no dataclasses, no typing at run time.
@@ -11,8 +11,8 @@ with __slots__, no dataclasses, no typing at run time.
 
 from __future__ import annotations
 
-from pbs_activated import defaults
-from pbs_activated.configfile import ConfigError
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class RedisSettings:
         self.sentinel_password = ""
         self.min_replicas: int | None = None  # None: "auto", one replica if any is online
         # The keys `password_file`, `sentinel_password_file` and `min_replicas_acknowledged`
-        # have no attribute of their own: configcheck.apply_redis and read_secrets turn them
+        # have no attribute of their own: config.check.apply_redis and read_secrets turn them
         # into the ones above.
         self.replication_timeout = defaults.REPLICATION_TIMEOUT
         self.tls_ca_file = defaults.TLS_CA_FILE
@@ -94,7 +94,7 @@ class AuthorizationSettings:
         """`ignore` as networks, for the reader; a bad one is a ConfigError naming it.
 
         A loaded file's networks were checked when it was parsed
-        (configcheck.check_networks), so this only fails for a value set by
+        (config.check.check_networks), so this only fails for a value set by
         hand. The handler never calls it.
         """
         return parse_networks(self.ignore)
@@ -151,7 +151,7 @@ class JournalSettings:
 
 
 SECTIONS = ("redis", "authorization", "policy", "journal")
-"""The file's tables, each an attribute of Config; configtable.TABLE has their keys."""
+"""The file's tables, each an attribute of Config; config.table.TABLE has their keys."""
 
 
 class Config:

@@ -2,18 +2,18 @@
 
 Parsed by hand, in the forms redis-py and redis-cli know, since `urllib.parse`
 costs milliseconds of imports. Only a fresh parse of the file needs this
-(configcheck): a handler that finds the file's settings cached never imports
+(config.check): a handler that finds the file's settings cached never imports
 it. The secrets the settings name are config's.
 """
 
 from __future__ import annotations
 
-from pbs_activated import defaults
-from pbs_activated.configfile import ConfigError
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
-    from pbs_activated.config import RedisSettings
+    from pbs_activated.config.settings import RedisSettings
 
 URL_PARAMETERS = ("db",)
 """The query parameters we implement; any other is refused, as an unknown key is."""

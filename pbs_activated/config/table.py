@@ -1,7 +1,7 @@
 """Every section and key of the configuration file, declared once, in `TABLE`.
 
 Each key says how its value is checked, its default (from `defaults`), the
-bounds or choices it allows, and what it means in one line. `configcheck.apply`
+bounds or choices it allows, and what it means in one line. `config.check.apply`
 checks a file against it, and the tests check the shipped conffile and
 pbs-activated.toml(5) against it: a key added here without a line in both
 fails them.
@@ -13,9 +13,9 @@ objects cost it 50 us more than 26 tuples.
 
 from __future__ import annotations
 
-from pbs_activated import defaults
-from pbs_activated.configfile import ConfigError
-from pbs_activated.storeurl import host_port
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.storeurl import host_port
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def networks(
     """A list of networks: only its type is checked here, every start.
 
     Whether each is a network needs `ipaddress` (3 ms); config checks that when
-    the file is parsed, once per change (see `configcheck.check_networks`).
+    the file is parsed, once per change (see `config.check.check_networks`).
     """
     return strings(value, section, name, allowed)
 
@@ -211,5 +211,5 @@ TABLE: dict[str, dict[str, tuple[Check, object, tuple[object, ...], str]]] = {
 of that section's settings, but for SET_BY_RULES."""
 
 SET_BY_RULES = ("password_file", "sentinel_password_file", "min_replicas_acknowledged")
-"""[redis] keys with no attribute of their own: configcheck.apply_redis turns them into
-others (the secret files into passwords with configload.read_secrets)."""
+"""[redis] keys with no attribute of their own: config.check.apply_redis turns them into
+others (the secret files into passwords with config.load.read_secrets)."""

@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pbs_activated import defaults
-from pbs_activated.config import RedisSettings
-from pbs_activated.errors import StoreError, StoreRefused
-from pbs_activated.notify import ERROR, Counts, Notifier, log
-from pbs_activated.writer import Writer
+from pbs_activated.config import defaults
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.reader.notify import ERROR, Counts, Notifier, log
+from pbs_activated.store.errors import StoreError, StoreRefused
+from pbs_activated.store.writer import Writer
 
 Result = TypeVar("Result")
 

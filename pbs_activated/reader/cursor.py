@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 
 def state_directory() -> str:

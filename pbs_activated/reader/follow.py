@@ -7,7 +7,7 @@ watchdog's (half of WatchdogSec=, so systemd knows we are alive while idle) and
 the back-off while the store does not acknowledge.
 
 Trust: only entries whose *trusted* fields say they come from a configured
-mail-server unit count (journalsource.py). `_SYSTEMD_UNIT` and `_TRANSPORT` are
+mail-server unit count (reader/source.py). `_SYSTEMD_UNIT` and `_TRANSPORT` are
 set by journald from the sending process's cgroup and socket, where
 `SYSLOG_IDENTIFIER` and `MESSAGE` are whatever the sender wrote: `logger -t
 dovecot "imap-login: Login: ..."` from a shell lands in the user's session scope
@@ -27,16 +27,18 @@ import ipaddress
 import sys
 import time
 
-from pbs_activated import addresses, audit, defaults, keys, wakeup
-from pbs_activated.acknowledge import Acknowledger
-from pbs_activated.config import Config
-from pbs_activated.configfile import ConfigError
-from pbs_activated.cursor import CursorFile, state_directory
-from pbs_activated.journalsource import JournalSource
-from pbs_activated.logins import InvalidPattern, LoginParser
-from pbs_activated.notify import Counts, Notifier, log
+from pbs_activated import addresses, audit, wakeup
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.settings import Config
+from pbs_activated.reader.acknowledge import Acknowledger
+from pbs_activated.reader.cursor import CursorFile, state_directory
+from pbs_activated.reader.logins.parser import InvalidPattern, LoginParser
+from pbs_activated.reader.notify import Counts, Notifier, log
+from pbs_activated.reader.source import JournalSource
+from pbs_activated.store import keys
+from pbs_activated.store.writer import DENIED, GRANTED, KEPT, Writer
 from pbs_activated.wakeup import WakeSocket
-from pbs_activated.writer import DENIED, GRANTED, KEPT, Writer
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

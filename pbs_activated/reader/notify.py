@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 ERROR = 3
 """The priority of a log line that needs an administrator (sd-daemon(3): SD_ERR)."""

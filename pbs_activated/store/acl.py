@@ -50,7 +50,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from pbs_activated import defaults, keys
+from pbs_activated.config import defaults
+from pbs_activated.store import keys
 
 POLICY_USER = "pbs-policy"
 JOURNAL_USER = "pbs-journal"
@@ -185,7 +186,7 @@ def read_passwords(directory: str, names: tuple[str, ...] = USERS) -> dict[str, 
     `names` are the files to look for: the servers' users by default; add
     SENTINEL_CLIENT_SECRET for `sentinel_acl`.
     """
-    from pbs_activated.configload import read_secret
+    from pbs_activated.config.load import read_secret
 
     passwords = {}
     for name in names:

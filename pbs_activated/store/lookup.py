@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 
-from pbs_activated import resp
-from pbs_activated.errors import StoreError, StoreUnavailable, failure
-from pbs_activated.keys import client_key
+from pbs_activated.store import resp
+from pbs_activated.store.errors import StoreError, StoreUnavailable, failure
+from pbs_activated.store.keys import client_key
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Protocol, TypeVar
 
-    from pbs_activated.config import RedisSettings
+    from pbs_activated.config.settings import RedisSettings
 
     _Q = TypeVar("_Q")
     _A = TypeVar("_A")
@@ -194,12 +194,12 @@ class Lookup:
             self._connection = connection
             return answer
 
-        from pbs_activated import sentinel  # only with Sentinels: a module less per start
+        from pbs_activated.store import sentinel  # only with Sentinels: a module less per start
 
         return sentinel.discover(settings, deadline, attempt, master_only=False)
 
     def _server(self, host: str, port: int, deadline: float) -> resp.Connection:
-        from pbs_activated import sockets  # only for TCP: the package's own store is unix
+        from pbs_activated.store import sockets  # only for TCP: the package's own store is unix
 
         sock, armed = sockets.open_tcp(host, port, deadline, self.settings)
         return _logged_in(resp.Connection(sock, armed, deadline), self.settings)

@@ -8,13 +8,13 @@ to errors.py's types.
 
 from __future__ import annotations
 
-from pbs_activated.errors import StoreError, StoreUnavailable, error_reply
+from pbs_activated.store.errors import StoreError, StoreUnavailable, error_reply
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import redis
 
-    from pbs_activated.config import RedisSettings
+    from pbs_activated.config.settings import RedisSettings
 
 
 def client_for(settings: RedisSettings, **where: object) -> redis.Redis:

@@ -18,8 +18,8 @@ import _socket  # the C half of `socket`: the Python half imports enum and selec
 import sys
 import time
 
-from pbs_activated import defaults
-from pbs_activated.errors import StoreUnavailable, error_reply
+from pbs_activated.config import defaults
+from pbs_activated.store.errors import StoreUnavailable, error_reply
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:

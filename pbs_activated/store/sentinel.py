@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import time
 
-from pbs_activated import resp, sockets
-from pbs_activated.errors import StoreError, StoreRefused, StoreUnavailable, failure
+from pbs_activated.store import resp, sockets
+from pbs_activated.store.errors import StoreError, StoreRefused, StoreUnavailable, failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeVar
 
-    from pbs_activated.config import RedisSettings
+    from pbs_activated.config.settings import RedisSettings
 
     _Server = TypeVar("_Server")
 

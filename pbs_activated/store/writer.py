@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 
-from pbs_activated import keys, sentinel, sockets
-from pbs_activated.errors import StoreUnavailable
-from pbs_activated.redisclient import client_for, translated
-from pbs_activated.replication import Replication, confirmed_write
+from pbs_activated.store import keys, sentinel, sockets
+from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store.redisclient import client_for, translated
+from pbs_activated.store.replication import Replication, confirmed_write
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     import redis
 
-    from pbs_activated.config import RedisSettings
+    from pbs_activated.config.settings import RedisSettings
 
     _Result = TypeVar("_Result")
 

@@ -11,7 +11,7 @@ from activation import PolicyService
 from closedstore import ClosedStore
 from support import AuditSink, RedisServer, free_port
 
-from pbs_activated import acl
+from pbs_activated.store import acl
 
 
 @pytest.fixture

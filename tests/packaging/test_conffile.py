@@ -1,4 +1,4 @@
-"""The shipped conffile shows every key of configtable.TABLE, and no other, with its default.
+"""The shipped conffile shows every key of config.table.TABLE, and no other, with its default.
 
 Which keys exist is the table's to say, and `apply` knows no other: a key added
 to the table without a line in the conffile, or a line whose key or default the
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from pbs_activated import config, configload
-from pbs_activated.configtable import TABLE
+from pbs_activated.config import load, settings
+from pbs_activated.config.table import TABLE
 
 CONFFILE = REPO / "packaging/pbs-activated.toml"
 MAN_PAGE = REPO / "docs/pbs-activated.toml.5"
@@ -53,10 +53,10 @@ def conffile_defaults() -> dict[tuple[str, str], object]:
     return shown
 
 
-def load_text(tmp_path: Path, text: str) -> config.Config:
+def load_text(tmp_path: Path, text: str) -> settings.Config:
     path = tmp_path / "probe.toml"
     path.write_text(text)
-    return configload.load(str(path))
+    return load.load(str(path))
 
 
 def every_default_uncommented() -> str:
@@ -65,7 +65,7 @@ def every_default_uncommented() -> str:
     return "\n".join(line[1:] if DEFAULT_LINE.match(line) else line for line in lines) + "\n"
 
 
-def settings_of(loaded: config.Config) -> dict[str, dict[str, object]]:
+def settings_of(loaded: settings.Config) -> dict[str, dict[str, object]]:
     return {
         section: {
             slot: getattr(getattr(loaded, section), slot)
@@ -105,13 +105,13 @@ def test_conffile_shows_the_tables_default(section: str, name: str) -> None:
 
 
 def test_conffile_as_shipped_means_every_default(tmp_path: Path) -> None:
-    shipped = configload.load(str(CONFFILE))
-    assert settings_of(shipped) == settings_of(configload.load(str(tmp_path / "missing.toml")))
+    shipped = load.load(str(CONFFILE))
+    assert settings_of(shipped) == settings_of(load.load(str(tmp_path / "missing.toml")))
 
 
 def test_conffile_values_shown_are_the_builtin_defaults(tmp_path: Path) -> None:
     uncommented = load_text(tmp_path, every_default_uncommented())
-    assert settings_of(uncommented) == settings_of(configload.load(str(tmp_path / "missing.toml")))
+    assert settings_of(uncommented) == settings_of(load.load(str(tmp_path / "missing.toml")))
 
 
 def test_conffile_shows_each_key_once() -> None:

@@ -1,8 +1,8 @@
 """The man pages render cleanly and document every command, option and key.
 
 The commands and options are asked of the command itself (`--help`), so one added
-to cli.py without a word in pbs-activated(8) fails here; the keys, their defaults
-and bounds are configtable.TABLE's, so a key added there without its entry in
+to admin/cli.py without a word in pbs-activated(8) fails here; the keys, their defaults
+and bounds are config.table.TABLE's, so a key added there without its entry in
 pbs-activated.toml(5), or an entry whose default or bounds differ, fails here.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from debpackage import run
 from support import PYTHON, REPO
 
-from pbs_activated.configtable import TABLE
+from pbs_activated.config.table import TABLE
 
 PAGES = ("docs/pbs-activated.8", "docs/pbs-activated.toml.5")
 COMMAND_PAGE = REPO / "docs/pbs-activated.8"
@@ -71,7 +71,7 @@ def test_command_page_documents_every_long_option(command: str) -> None:
 
 def audit_fields() -> set[str]:
     """Every journal field the code writes: `PBS_NAME=` keyword arguments of audit.send."""
-    code = "".join(path.read_text() for path in (REPO / "pbs_activated").glob("*.py"))
+    code = "".join(path.read_text() for path in (REPO / "pbs_activated").rglob("*.py"))
     return set(re.findall(r"\b(PBS_[A-Z_]+)=", code))
 
 

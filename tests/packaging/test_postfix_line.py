@@ -1,4 +1,4 @@
-"""The Postfix line we recommend has one home (pbs_activated.postfix): every text shows it.
+"""The Postfix line we recommend has one home (pbs_activated.admin.postfix): every text shows it.
 
 The booted-system tests and the demo configure Postfix from that module itself,
 so what the README and the man page tell an administrator is what was tested.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pbs_activated import postfix
+from pbs_activated.admin import postfix
 
 REPO = Path(__file__).resolve().parents[2]
 

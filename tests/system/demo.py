@@ -20,7 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
-# Run as a script from the checkout: its package (pbs_activated.postfix) comes from there.
+# Run as a script from the checkout: its package (pbs_activated.admin.postfix) comes from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from container import (  # noqa: E402
@@ -41,7 +41,7 @@ from mailhost import (  # noqa: E402
 )
 from product import BuildFailed, build_deb, install_product, wait_authorized  # noqa: E402
 
-from pbs_activated import postfix  # noqa: E402
+from pbs_activated.admin import postfix  # noqa: E402
 
 LOGGED_IN = "192.0.2.10"
 STRANGER = "192.0.2.11"

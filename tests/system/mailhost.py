@@ -32,7 +32,7 @@ from typing import Any
 
 from container import Container
 
-from pbs_activated import postfix
+from pbs_activated.admin import postfix
 
 SERVER_V4 = "192.0.2.1"
 SERVER_V6 = "2001:db8::1"
@@ -362,7 +362,7 @@ def configure_mail_host(ct: Container) -> None:
 
 def enable_policy_service(ct: Container, service: str = POLICY_SERVICE) -> None:
     """Ask the pbs policy service before rejecting unauthorised relaying: the line we
-    recommend (pbs_activated.postfix), for `service`."""
+    recommend (pbs_activated.admin.postfix), for `service`."""
     ct.run(["postconf", "-e", f"smtpd_relay_restrictions={postfix.relay_restrictions(service)}"])
     ct.run(["postfix", "reload"])
 

@@ -22,7 +22,7 @@ from mailhost import (
     store_unit,
 )
 
-from pbs_activated import postfix
+from pbs_activated.admin import postfix
 
 pytestmark = pytest.mark.system
 

@@ -26,7 +26,7 @@ from mailhost import (
 )
 from product import CONFIG, AddressPool, wait_active, write_config
 
-from pbs_activated import postfix
+from pbs_activated.admin import postfix
 
 pytestmark = [pytest.mark.system, pytest.mark.deliberate_faults]
 

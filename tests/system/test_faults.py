@@ -1,7 +1,7 @@
 """When pbs-activated itself fails: local mail flows, nobody gains a relay, relaying recovers.
 
 Issue #13's fault matrix. Each fault is caused in the product host, with Postfix
-asking exactly the line pbs_activated.postfix recommends, served by one socket
+asking exactly the line pbs_activated.admin.postfix recommends, served by one socket
 or the other (pbs-policy.socket, Accept=yes; pbs-policy-server.socket,
 Accept=no). While it lasts, sessions come through an smtpd that already holds a
 policy connection and, after `postfix reload`, through new ones. For each:

@@ -1,6 +1,6 @@
 """0.2.0's Postfix line against 0.3.0's, reply for reply, on a booted Debian 12 and 13 (issue #22).
 
-The new line (pbs_activated.postfix.relay_restrictions) puts
+The new line (pbs_activated.admin.postfix.relay_restrictions) puts
 `permit_auth_destination` before the policy check, so that mail for our own
 domains never reaches the policy service. The old one
 (legacy_relay_restrictions), which every upgraded site still has, asks about
@@ -64,7 +64,7 @@ from mailhost import (
 )
 from product import REPO, AddressPool, wait_active
 
-from pbs_activated import postfix
+from pbs_activated.admin import postfix
 
 pytestmark = [pytest.mark.system, pytest.mark.deliberate_faults]
 

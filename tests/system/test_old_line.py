@@ -20,7 +20,8 @@ from mailhost import USERS, SwaksSession, enable_policy_service, pop3_login, swa
 from product import AddressPool, wait_authorized
 from test_doctor import LAST_FINDINGS, doctor, not_ok
 
-from pbs_activated import defaults, postfix
+from pbs_activated.admin import postfix
+from pbs_activated.config import defaults
 
 pytestmark = pytest.mark.system
 

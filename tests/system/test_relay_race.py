@@ -24,7 +24,7 @@ from container import Container
 from mailhost import SERVER_V4, USERS
 from product import use_policy_socket
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 pytestmark = pytest.mark.system
 

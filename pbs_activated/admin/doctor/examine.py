@@ -3,8 +3,8 @@
 A POP-before-SMTP setup fails silently: a Postfix line in the wrong place makes
 an open relay or a useless service, a mail server's new log format authorizes
 nobody, journald drops logins under its rate limit, a drifting clock shortens
-lifetimes. Each check family is a module (doctor_postfix, doctor_systemd,
-doctor_logs, doctor_store); this one runs them and prints what they found.
+lifetimes. Each check family is a module (doctor.postfix, doctor.systemd,
+doctor.logs, doctor.store); this one runs them and prints what they found.
 
 Every finding is `ok`, `warning`, `error` or `unknown` (a check that could not
 be made says so instead of guessing), with the fix in one sentence. The exit
@@ -20,23 +20,31 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 
-from pbs_activated.config import Config
-from pbs_activated.doctor_findings import ERROR, EXIT_STATUS, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.admin.doctor.findings import (
+    ERROR,
+    EXIT_STATUS,
+    OK,
+    UNKNOWN,
+    WARNING,
+    Finding,
+    Host,
+)
+from pbs_activated.config.settings import Config
 
 Check = Callable[[Config, Host], Iterable[Finding]]
 
 
 def checks() -> list[Check]:
     """Every check family, in the order a relay decision depends on them."""
-    from pbs_activated import doctor_logs, doctor_postfix, doctor_store, doctor_systemd
+    from pbs_activated.admin.doctor import logs, postfix, store, systemd
 
     return [
-        doctor_postfix.check,
-        doctor_systemd.check,
-        doctor_logs.check,
-        doctor_logs.check_journald,
-        doctor_store.check,
-        doctor_store.check_time,
+        postfix.check,
+        systemd.check,
+        logs.check,
+        logs.check_journald,
+        store.check,
+        store.check_time,
     ]
 
 

@@ -1,7 +1,7 @@
 """What every doctor check returns and uses: the statuses, `Finding`, and the `Host`.
 
-A module of its own, below both doctor.py (which runs the checks) and the
-check modules (doctor_postfix, doctor_systemd, doctor_logs, doctor_store),
+A module of its own, below both admin/doctor/examine.py (which runs the checks) and the
+check modules (doctor.postfix, doctor.systemd, doctor.logs, doctor.store),
 so that a check never imports the module that runs it.
 """
 

@@ -6,8 +6,8 @@ of the parser, which would miss exactly the change it is meant to catch. It
 comes from independent evidence: lines the server writes only about a session
 that did log in (Dovecot's mail processes' `pop3(alice)<pid><session>:
 Disconnected: Logged out ...`), each declared by its parser module
-(logins_common.MailServer.session_end). A session with such a line and no
-login line any parser took for *that session* (doctor_sessions) is the sign,
+(logins.common.MailServer.session_end). A session with such a line and no
+login line any parser took for *that session* (doctor.sessions) is the sign,
 also for a user whose logins in the old format were taken earlier that day.
 
 journald drops messages beyond its per-unit rate limit, which counts every
@@ -23,10 +23,10 @@ import re
 import time
 from collections.abc import Iterator
 
-from pbs_activated.config import Config
-from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
-from pbs_activated.doctor_sessions import Ended, Sessions
-from pbs_activated.logins import SERVERS, LoginParser, MailServer
+from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.admin.doctor.sessions import Ended, Sessions
+from pbs_activated.config.settings import Config
+from pbs_activated.reader.logins.parser import SERVERS, LoginParser, MailServer
 
 WINDOW = 86400
 """Seconds of journal the log-source checks read: one day, a whole cycle of a site's use."""

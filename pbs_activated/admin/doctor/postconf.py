@@ -1,6 +1,6 @@
 """What `postconf` prints, read as Postfix reads it: parameters and restriction lists.
 
-doctor_postfix judges the lists; this module only splits them, so the rules
+doctor.postfix judges the lists; this module only splits them, so the rules
 Postfix applies to its own syntax (commas or white space between elements, a
 `{ ... }` group as one) have one home and tests of their own.
 """

@@ -3,7 +3,7 @@
 Read from `postconf -x` (main.cf, every `$name` expanded) and `postconf -P -x`
 (master.cf's `-o` overrides: submission and smtps often carry their own
 restrictions), for each `postmulti` instance. The line we recommend is
-pbs_activated.postfix's; what matters about its place:
+pbs_activated.admin.postfix's; what matters about its place:
 
 - before `reject_unauth_destination` / `defer_unauth_destination`: after it,
   every relay attempt is refused before we are asked (a useless service);
@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from pbs_activated import postfix
-from pbs_activated.config import Config
-from pbs_activated.decision import RELAY_CONTEXT
-from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
-from pbs_activated.doctor_systemd import policy_listeners
-from pbs_activated.postconf import Restriction, parameters, restrictions
+from pbs_activated.admin import postfix
+from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.admin.doctor.postconf import Restriction, parameters, restrictions
+from pbs_activated.admin.doctor.systemd import policy_listeners
+from pbs_activated.answer.decision import RELAY_CONTEXT
+from pbs_activated.config.settings import Config
 
 REFUSALS = ("reject_unauth_destination", "defer_unauth_destination")
 RELAY = "smtpd_relay_restrictions"

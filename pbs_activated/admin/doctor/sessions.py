@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from pbs_activated.logins_common import IMAP, Login, MailServer
+from pbs_activated.reader.logins.common import IMAP, Login, MailServer
 
 
 class Ended(NamedTuple):

@@ -13,12 +13,12 @@ import os
 import time
 from collections.abc import Iterator
 
-from pbs_activated import defaults
-from pbs_activated.config import Config, RedisSettings
-from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
-from pbs_activated.doctor_logs import messages
-from pbs_activated.errors import StoreError, StoreRefused
-from pbs_activated.writer import Writer
+from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
+from pbs_activated.admin.doctor.logs import messages
+from pbs_activated.config import defaults
+from pbs_activated.config.settings import Config, RedisSettings
+from pbs_activated.store.errors import StoreError, StoreRefused
+from pbs_activated.store.writer import Writer
 
 MEMORY_HEADROOM = 0.8
 """Past this share of maxmemory, a burst of logins may find the store full."""

@@ -1,6 +1,6 @@
 """What every mail server's login parser shares: the Login it returns, the MailServer it declares.
 
-One module per server (logins_dovecot, logins_courier, logins_cyrus) describes
+One module per server (logins.dovecot, logins.courier, logins.cyrus) describes
 that server as a MailServer: the units its lines come from, the parser of its
 successful-login lines, and a pattern of the lines it writes only *after* a
 successful login (a logout, a disconnect of a logged-in session) with what

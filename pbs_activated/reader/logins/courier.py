@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import re
 
-from pbs_activated import defaults
-from pbs_activated.logins_common import ADDRESS, IMAP, POP3, Login, MailServer, SessionKeys
+from pbs_activated.config import defaults
+from pbs_activated.reader.logins.common import ADDRESS, IMAP, POP3, Login, MailServer, SessionKeys
 
 _LOGIN = re.compile(
     rf"LOGIN, user=(?P<user>.+), ip=\[(?P<address>{ADDRESS})\], port=\[[0-9]+\]"

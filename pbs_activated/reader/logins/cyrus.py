@@ -23,8 +23,14 @@ from __future__ import annotations
 
 import re
 
-from pbs_activated import defaults
-from pbs_activated.logins_common import ADDRESS, Login, MailServer, SessionKeys, start_unknown
+from pbs_activated.config import defaults
+from pbs_activated.reader.logins.common import (
+    ADDRESS,
+    Login,
+    MailServer,
+    SessionKeys,
+    start_unknown,
+)
 
 _LOGIN = re.compile(
     rf"login: (?:.* )?\[(?P<address>{ADDRESS})\] (?P<user>\S+) "

@@ -19,8 +19,8 @@ from __future__ import annotations
 import binascii
 import re
 
-from pbs_activated import defaults
-from pbs_activated.logins_common import ADDRESS, Login, MailServer, SessionKeys
+from pbs_activated.config import defaults
+from pbs_activated.reader.logins.common import ADDRESS, Login, MailServer, SessionKeys
 
 _LOGIN = re.compile(
     r"(?P<protocol>pop3|imap)-login: (?:Info: )?(?:Login|Logged in): "

@@ -1,7 +1,7 @@
 """Log lines that mean "this client logged in": the servers known, and the parser the reader uses.
 
-Each server's own lines are described in a module of its own (logins_dovecot,
-logins_courier, logins_cyrus), written from lines captured from the real daemon
+Each server's own lines are described in a module of its own (logins.dovecot,
+logins.courier, logins.cyrus), written from lines captured from the real daemon
 on each Debian release (tests/system/fixtures/). This module names them
 (SERVERS), and builds the reader's LoginParser from the configured servers,
 formats and site pattern.
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 
-from pbs_activated.logins_common import IMAP, POP3, Login, MailServer
-from pbs_activated.logins_courier import COURIER, parse_courier
-from pbs_activated.logins_cyrus import CYRUS, parse_cyrus
-from pbs_activated.logins_dovecot import DOVECOT, parse_dovecot
+from pbs_activated.reader.logins.common import IMAP, POP3, Login, MailServer
+from pbs_activated.reader.logins.courier import COURIER, parse_courier
+from pbs_activated.reader.logins.cyrus import CYRUS, parse_cyrus
+from pbs_activated.reader.logins.dovecot import DOVECOT, parse_dovecot
 
 __all__ = [
     "IMAP",

@@ -18,10 +18,10 @@ from closedstore import ClosedStore
 from cluster import Cluster, Server
 from support import AuditSink, RedisServer, run_cli
 
-from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import DENIED, GRANTED, KEPT, Writer
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import acl, errors, keys
+from pbs_activated.store.writer import DENIED, GRANTED, KEPT, Writer
 
 
 def writer_of(server: RedisServer) -> Writer:

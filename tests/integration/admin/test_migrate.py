@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import RedisServer, run_cli
 
-from pbs_activated import keys
+from pbs_activated.store import keys
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from journalfiles import entry, write_journal
 from support import run_cli
 
-from pbs_activated import report
+from pbs_activated.admin import report
 
 DAY = time.mktime((2026, 11, 30, 0, 0, 0, 0, 0, -1))
 """Midnight, local time, of the day the entries are on."""

@@ -16,7 +16,7 @@ import pytest
 from activation import PolicyService, ServerService
 from support import AuditSink, RedisServer, run_cli, write_config
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 UNAVAILABLE = defaults.ACTION_UNAVAILABLE
 

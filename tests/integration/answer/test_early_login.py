@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from support import RedisServer
 
-from pbs_activated import acl, errors, keys, resp
-from pbs_activated.config import RedisSettings
-from pbs_activated.lookup import Lookup
-from pbs_activated.storeurl import parse_redis_url
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import acl, errors, keys, resp
+from pbs_activated.store.lookup import Lookup
 
 ADDRESS = "192.0.2.10"
 USER = acl.POLICY_USER

@@ -40,8 +40,8 @@ def launch(tmp_path: Path, *arguments: str) -> tuple[subprocess.CompletedProcess
 def test_policy_starts_the_handler_without_the_command_line(tmp_path: Path) -> None:
     result, imported = launch(tmp_path, "policy")
     assert result.returncode == 0  # EOF at once: nothing to answer
-    assert "pbs_activated.policy" in imported
-    assert "pbs_activated.cli" not in imported and "argparse" not in imported
+    assert "pbs_activated.answer.handler" in imported
+    assert "pbs_activated.admin.cli" not in imported and "argparse" not in imported
     assert "os" not in imported  # ~1 ms of every start (defaults.environment)
 
 
@@ -49,24 +49,25 @@ def test_policy_server_starts_the_server_without_the_command_line(tmp_path: Path
     result, imported = launch(tmp_path, "policy-server")
     assert result.returncode == 2  # no socket from systemd here
     assert "no socket passed by systemd" in result.stderr
-    assert "pbs_activated.server" in imported
-    assert "pbs_activated.cli" not in imported
+    assert "pbs_activated.answer.server" in imported
+    assert "pbs_activated.admin.cli" not in imported
 
 
 def test_any_other_command_line_is_the_full_one(tmp_path: Path) -> None:
     result, imported = launch(tmp_path, "--version")
     assert result.returncode == 0 and result.stdout.strip() == f"pbs-activated {__version__}"
-    assert "pbs_activated.cli" in imported
+    assert "pbs_activated.admin.cli" in imported
     result, _ = launch(tmp_path, "--config", str(tmp_path / "absent.toml"), "policy")
     assert result.returncode == 0
 
 
 def stand_in(tmp_path: Path, policy_source: str) -> subprocess.CompletedProcess[str]:
-    """Run the launcher's `policy` against a stand-in package whose policy.py is given."""
+    """Run the launcher's `policy` against a stand-in package whose answer/handler.py is given."""
     package = tmp_path / "packages" / "pbs_activated"
-    package.mkdir(parents=True)
+    (package / "answer").mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "policy.py").write_text(policy_source)
+    (package / "answer" / "__init__.py").write_text("")
+    (package / "answer" / "handler.py").write_text(policy_source)
     launcher = tmp_path / "policy"
     source = LAUNCHER_SOURCE.read_text()
     launcher.write_text(source.replace(INSTALLED_PACKAGES, str(package.parent)))

@@ -20,8 +20,9 @@ import pytest
 from activation import PolicyService, ServerService
 from support import AuditSink, RedisServer, write_config
 
-from pbs_activated import keys, wakeup
-from pbs_activated.decision import RELAY_CONTEXT
+from pbs_activated import wakeup
+from pbs_activated.answer.decision import RELAY_CONTEXT
+from pbs_activated.store import keys
 
 WAIT = 0.4
 """`[policy] login_wait` of these tests."""

@@ -13,7 +13,7 @@ import pytest
 from activation import PolicyService
 from support import AuditSink, RedisServer, encode_request, run_cli, write_config
 
-from pbs_activated import defaults
+from pbs_activated.config import defaults
 
 TOO_LONG = b"x" * (defaults.MAX_LINE_LENGTH + 1000)
 """A value past the line limit (which is far above what Postfix sends: defaults.py)."""

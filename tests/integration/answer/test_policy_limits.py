@@ -3,7 +3,7 @@
 Postfix passes on what smtpd accepted: `helo_name`, `sender` and `recipient` up
 to `line_length_limit` (2048 by default, raised by sites), `policy_context` as
 the administrator wrote it. Values of 8 KiB and 64 KiB, and requests larger than
-one read (policy.READ_SIZE, server.READ_SIZE), must be answered with the
+one read (handler.READ_SIZE, server.READ_SIZE), must be answered with the
 requests after them on the same connection; only a line beyond our own limit
 (defaults.MAX_LINE_LENGTH) closes the connection, without an answer, and is
 logged. The same for the handler (Accept=yes) and the server (Accept=no).
@@ -20,7 +20,8 @@ import pytest
 from activation import PolicyClient, PolicyService, ServerService
 from support import AuditSink, encode_request, run_cli
 
-from pbs_activated import defaults, policy, server
+from pbs_activated.answer import handler, server
+from pbs_activated.config import defaults
 
 GRANTED = "192.0.2.10"
 UNKNOWN = "192.0.2.99"
@@ -78,7 +79,7 @@ def test_the_defaults_are_far_above_postfix_s_default_line_length_limit() -> Non
     postfix_default_line_length_limit = 2048
     assert 64 * postfix_default_line_length_limit <= defaults.MAX_LINE_LENGTH
     assert defaults.MAX_REQUEST_SIZE >= 4 * defaults.MAX_LINE_LENGTH
-    assert max(policy.READ_SIZE, server.READ_SIZE) < defaults.MAX_LINE_LENGTH
+    assert max(handler.READ_SIZE, server.READ_SIZE) < defaults.MAX_LINE_LENGTH
 
 
 @pytest.mark.parametrize("size", [8 * KIB, 64 * KIB], ids=["8KiB", "64KiB"])
@@ -99,7 +100,7 @@ def test_a_request_larger_than_several_reads_is_answered(
     """Four attributes at three quarters of the line limit: many reads, one request."""
     value = "v" * (defaults.MAX_LINE_LENGTH * 3 // 4)
     big = encode_request(helo_name=value, sender=value, recipient=value, policy_context=value)
-    assert len(big) > 10 * max(policy.READ_SIZE, server.READ_SIZE)
+    assert len(big) > 10 * max(handler.READ_SIZE, server.READ_SIZE)
     client = service.connect()
     assert ask_in_background(client, big) == "OK"
     assert client.ask() == "OK"

@@ -16,9 +16,9 @@ import pytest
 from activation import PolicyService
 from support import AuditSink, RedisServer, run_cli, write_config
 
-from pbs_activated.configload import load
-from pbs_activated.errors import StoreUnavailable
-from pbs_activated.lookup import Lookup
+from pbs_activated.config.load import load
+from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store.lookup import Lookup
 
 
 @pytest.fixture

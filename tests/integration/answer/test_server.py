@@ -27,12 +27,13 @@ from activation import PolicyClient, ServerService, encode_request
 from cluster import free_port
 from support import PYTHON, REPO, AuditSink, RedisServer, run_cli, write_config
 
-from pbs_activated import defaults, keys
 from pbs_activated.addresses import normalize
-from pbs_activated.config import RedisSettings
-from pbs_activated.errors import StoreUnavailable
-from pbs_activated.lookup import Lookup
-from pbs_activated.storeurl import parse_redis_url
+from pbs_activated.config import defaults
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import keys
+from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store.lookup import Lookup
 
 TIMEOUT = 0.5
 """`[redis] timeout` of these tests: short, so that a hung Redis costs the suite little."""

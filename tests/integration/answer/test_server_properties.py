@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import AuditSink, RedisServer, encode_request, run_cli
 
-from pbs_activated.config import PolicySettings
-from pbs_activated.decision import decide
-from pbs_activated.protocol import LimitExceeded, RequestParser, format_reply
+from pbs_activated.answer.decision import decide
+from pbs_activated.answer.protocol import LimitExceeded, RequestParser, format_reply
+from pbs_activated.config.settings import PolicySettings
 
 GRANTED = {"192.0.2.10": "alice"}
 MAX_LINE_LENGTH = 256

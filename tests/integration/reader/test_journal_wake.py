@@ -12,8 +12,9 @@ from pathlib import Path
 from journalfiles import JournalWriter, ReaderProcess, dovecot_login, write_journal
 from support import AuditSink, RedisServer, write_config
 
-from pbs_activated import keys, wakeup
-from pbs_activated.journalsource import JournalSource
+from pbs_activated import wakeup
+from pbs_activated.reader.source import JournalSource
+from pbs_activated.store import keys
 
 
 def test_a_wake_up_ends_the_wait_on_the_journal_at_once(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ import pytest
 import redis
 from cluster import EXAMPLES, SERVICE, Cluster, Server
 
-from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings
-from pbs_activated.lookup import Lookup
-from pbs_activated.writer import Writer
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.store import acl, errors, keys
+from pbs_activated.store.lookup import Lookup
+from pbs_activated.store.writer import Writer
 
 ROGUE = ("127.0.0.1", "1")
 """A master of someone else's: nothing listens there, nothing may be pointed at it."""

@@ -29,10 +29,10 @@ from cluster import Cluster
 from journalfiles import JournalWriter, ReaderProcess, dovecot_login
 from support import AuditSink, write_config
 
-from pbs_activated import acl, keys
-from pbs_activated.config import Config
-from pbs_activated.configload import load
-from pbs_activated.writer import Writer
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import Config
+from pbs_activated.store import acl, keys
+from pbs_activated.store.writer import Writer
 
 UNAVAILABLE = "DEFER_IF_REJECT"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from cluster import Cluster, Server, free_port
 
-from pbs_activated import acl, errors, keys
-from pbs_activated.config import RedisSettings
-from pbs_activated.lookup import Lookup
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import Writer
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import acl, errors, keys
+from pbs_activated.store.lookup import Lookup
+from pbs_activated.store.writer import Writer
 
 ADDRESS = "192.0.2.10"
 TIMEOUT = 1.0

@@ -36,7 +36,7 @@ from cluster import Acl, Server, Tls
 from journalfiles import JournalWriter, dovecot_login
 from support import PYTHON, REPO, AuditSink, write_config
 
-from pbs_activated import acl, keys
+from pbs_activated.store import acl, keys
 
 POP_ADDRESS = "198.51.100.1"
 SMTP_ADDRESS = "198.51.100.2"

@@ -18,12 +18,12 @@ from activation import PolicyService
 from cluster import Cluster, Server, Tls
 from support import PYTHON, REPO, AuditSink, write_config
 
-from pbs_activated import errors, keys
-from pbs_activated.config import RedisSettings
-from pbs_activated.configload import load
-from pbs_activated.lookup import Lookup
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import Writer
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import errors, keys
+from pbs_activated.store.lookup import Lookup
+from pbs_activated.store.writer import Writer
 
 PASSWORD = "redis-secret"
 ADDRESS = "192.0.2.10"
@@ -138,9 +138,9 @@ def test_a_handler_without_tls_imports_neither_ssl_nor_socket(tmp_path: Path) ->
     config = write_config(tmp_path / "pbs-activated.toml", '[redis]\nurl = "redis://127.0.0.1:1"\n')
     script = textwrap.dedent(f"""
         import sys
-        from pbs_activated import errors
-        from pbs_activated.configload import load
-        from pbs_activated.lookup import Lookup
+        from pbs_activated.store import errors
+        from pbs_activated.config.load import load
+        from pbs_activated.store.lookup import Lookup
         try:
             Lookup(load({str(config)!r}).redis).user_for("192.0.2.10")
         except errors.StoreUnavailable:

@@ -11,11 +11,12 @@ import pytest
 from cluster import Cluster
 from support import RedisServer, run_cli, write_config
 
-from pbs_activated import defaults, errors, keys
-from pbs_activated.config import RedisSettings
-from pbs_activated.configload import load
-from pbs_activated.storeurl import parse_redis_url
-from pbs_activated.writer import Writer
+from pbs_activated.config import defaults
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import errors, keys
+from pbs_activated.store.writer import Writer
 
 ADDRESS = "2001:db8::10"
 

@@ -41,10 +41,10 @@ from cluster import SLOW_MACHINE_WAIT, Cluster, free_port
 from redispy import REDIS_PY_VERSIONS, interpreter_with_redis_py
 from support import REPO, RedisServer, write_config
 
-from pbs_activated import errors, keys
-from pbs_activated.configload import load
-from pbs_activated.lookup import Lookup
-from pbs_activated.writer import Writer
+from pbs_activated.config.load import load
+from pbs_activated.store import errors, keys
+from pbs_activated.store.lookup import Lookup
+from pbs_activated.store.writer import Writer
 
 TIMEOUT = 1.0
 """`[redis] timeout` in every test: what the issue measured 9 and 11 s against."""

@@ -19,9 +19,9 @@ import redis
 from closedstore import ClosedStore
 from support import PYTHON, package_for_other_users, run_cli, write_config
 
-from pbs_activated import acl, errors, keys
-from pbs_activated.lookup import Lookup
-from pbs_activated.writer import Writer
+from pbs_activated.store import acl, errors, keys
+from pbs_activated.store.lookup import Lookup
+from pbs_activated.store.writer import Writer
 
 NOBODY = 65534
 ADMIN_GID = 64999

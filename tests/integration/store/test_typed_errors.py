@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from support import RedisServer
 
-from pbs_activated import acl, errors, keys
-from pbs_activated.config import PolicySettings, RedisSettings
-from pbs_activated.decision import decide
-from pbs_activated.lookup import Lookup
-from pbs_activated.protocol import Request
-from pbs_activated.storeurl import parse_redis_url
+from pbs_activated.answer.decision import decide
+from pbs_activated.answer.protocol import Request
+from pbs_activated.config.settings import PolicySettings, RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
+from pbs_activated.store import acl, errors, keys
+from pbs_activated.store.lookup import Lookup
 
 ADDRESS = "192.0.2.10"
 RCPT = Request(
@@ -125,7 +125,7 @@ def test_no_password_is_a_refusal(closed_server: RedisServer) -> None:
 
 
 def test_a_forbidden_command_is_a_refusal_for_the_writer(closed_server: RedisServer) -> None:
-    from pbs_activated.writer import Writer
+    from pbs_activated.store.writer import Writer
 
     writer = Writer(settings_for(url_as(closed_server, acl.POLICY_USER, "secret")))
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pbs_activated import postfix
-from pbs_activated.decision import RELAY_CONTEXT
-from pbs_activated.postconf import restrictions
+from pbs_activated.admin import postfix
+from pbs_activated.admin.doctor.postconf import restrictions
+from pbs_activated.answer.decision import RELAY_CONTEXT
 
 
 def names(line: str) -> list[str]:

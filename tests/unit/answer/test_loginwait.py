@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from pbs_activated import loginwait, service
-from pbs_activated.config import PolicySettings
-from pbs_activated.decision import RELAY_CONTEXT, awaits_login, decide
-from pbs_activated.errors import StoreUnavailable
-from pbs_activated.protocol import Request
+from pbs_activated.answer import loginwait, service
+from pbs_activated.answer.decision import RELAY_CONTEXT, awaits_login, decide
+from pbs_activated.answer.protocol import Request
+from pbs_activated.config.settings import PolicySettings
+from pbs_activated.store.errors import StoreUnavailable
 
 
 def rcpt(address: str = "192.0.2.10", context: str = RELAY_CONTEXT) -> Request:

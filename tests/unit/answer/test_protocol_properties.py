@@ -3,9 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbs_activated.config import PolicySettings
-from pbs_activated.decision import decide
-from pbs_activated.protocol import LimitExceeded, RequestParser
+from pbs_activated.answer.decision import decide
+from pbs_activated.answer.protocol import LimitExceeded, RequestParser
+from pbs_activated.config.settings import PolicySettings
 
 GRANTED = {"192.0.2.10": "alice"}
 

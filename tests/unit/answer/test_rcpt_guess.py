@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import encode_request
 
-from pbs_activated.protocol import RequestParser, rcpt_client_address
+from pbs_activated.answer.protocol import RequestParser, rcpt_client_address
 
 addresses = st.one_of(
     st.ip_addresses().map(str),

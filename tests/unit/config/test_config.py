@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated import defaults
-from pbs_activated.config import AuthorizationSettings
-from pbs_activated.configfile import ConfigError
-from pbs_activated.configload import config_path, load
+from pbs_activated.config import defaults
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.load import config_path, load
+from pbs_activated.config.settings import AuthorizationSettings
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated import configfile, defaults
-from pbs_activated.configfile import CACHE_FILE, ConfigError
-from pbs_activated.configload import load
+from pbs_activated.config import defaults, file
+from pbs_activated.config.file import CACHE_FILE, ConfigError
+from pbs_activated.config.load import load
 
 PYTHON = "/usr/bin/python3"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def write(path: Path, text: str) -> Path:
 def imports(config: Path, environment: dict[str, str], *modules: str) -> bool:
     """Load `config` in a fresh handler-like interpreter; tell whether it imported all `modules`."""
     code = (
-        f"import sys; sys.path.append({str(REPO)!r}); from pbs_activated.configload import load; "
+        f"import sys; sys.path.append({str(REPO)!r}); from pbs_activated.config.load import load; "
         f"load({str(config)!r}); print(all(m in sys.modules for m in {modules!r}))"
     )
     result = subprocess.run(
@@ -137,7 +137,11 @@ def test_a_cached_file_is_read_without_its_checks(tmp_path: Path, cache_director
     """The table, its checks and the URL parser run once per change of the file."""
     config = write(tmp_path / "c.toml", '[redis]\nurl = "redis://192.0.2.1:6390/0"\n')
     environment = {"CACHE_DIRECTORY": str(cache_directory)}
-    modules = ["pbs_activated.configtable", "pbs_activated.configcheck", "pbs_activated.storeurl"]
+    modules = [
+        "pbs_activated.config.table",
+        "pbs_activated.config.check",
+        "pbs_activated.config.storeurl",
+    ]
     assert imports(config, environment, *modules)
     for module in modules:
         assert not imports(config, environment, module)
@@ -169,7 +173,7 @@ def test_a_cache_of_another_package_version_is_parsed_again(
 ) -> None:
     """What the checks make of a file is the code's to say: an upgrade checks it again."""
     config = write(tmp_path / "c.toml", "[authorization]\nlifetime = 600\n")
-    monkeypatch.setattr(configfile, "__version__", "0.0.1")
+    monkeypatch.setattr(file, "__version__", "0.0.1")
     assert load(str(config)).authorization.lifetime == 600
     cached = marshal.loads((cache_directory / CACHE_FILE).read_bytes())
     cached[2]["authorization"]["lifetime"] = 1  # what the old version would have made of it

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import JournalSettings
-from pbs_activated.configfile import ConfigError
-from pbs_activated.configload import load
-from pbs_activated.logins import SERVERS, LoginParser
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import JournalSettings
+from pbs_activated.reader.logins.parser import SERVERS, LoginParser
 
 COURIER_UNITS = (
     "courier-pop.service",
@@ -81,7 +81,7 @@ def test_no_servers_and_no_units_means_no_unit_at_all(tmp_path: Path) -> None:
 
 
 def test_every_known_server_can_be_named() -> None:
-    from pbs_activated.configtable import TABLE
+    from pbs_activated.config.table import TABLE
 
     assert TABLE["journal"]["servers"][2] == tuple(SERVERS)
     assert TABLE["journal"]["formats"][2] == tuple(SERVERS)

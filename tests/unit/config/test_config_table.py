@@ -1,4 +1,4 @@
-"""configtable.TABLE is the config: its keys are the known ones, its defaults the settings'."""
+"""config.table.TABLE is the config: its keys are the known ones, its defaults the settings'."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import SECTIONS, Config
-from pbs_activated.configcheck import apply
-from pbs_activated.configfile import ConfigError
-from pbs_activated.configload import load
-from pbs_activated.configtable import SET_BY_RULES, TABLE, number_text
+from pbs_activated.config.check import apply
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import SECTIONS, Config
+from pbs_activated.config.table import SET_BY_RULES, TABLE, number_text
 
 KEYS = [(section, name) for section, keys in TABLE.items() for name in keys]
 BOUNDED = [

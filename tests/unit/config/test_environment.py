@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.defaults import environment
+from pbs_activated.config.defaults import environment
 
 PYTHON = "/usr/bin/python3"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_with_os_loaded_it_follows_changes_made_through_os(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,7 +25,7 @@ def test_without_os_it_reads_what_os_would_have() -> None:
     names = ["PBS_SET", "PBS_EMPTY", "PBS_MISSING", "PBS_BYTES"]
     code = (
         f"import sys; sys.path.append({str(REPO)!r}); names = {names!r}\n"
-        "from pbs_activated.defaults import environment\n"
+        "from pbs_activated.config.defaults import environment\n"
         "got = [environment(n) for n in names]; loaded = 'os' in sys.modules\n"
         "import os\n"
         "print(ascii(got)); print(ascii([os.environ.get(n) for n in names])); print(loaded)"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated import defaults
-from pbs_activated.config import RedisSettings
-from pbs_activated.configcheck import apply_redis
-from pbs_activated.configfile import ConfigError
-from pbs_activated.configload import load
-from pbs_activated.storeurl import parse_redis_url
+from pbs_activated.config import defaults
+from pbs_activated.config.check import apply_redis
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.load import load
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
 
 
 def parsed(url: str) -> RedisSettings:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pbs_activated.config import RedisSettings
-from pbs_activated.configfile import ConfigError
-from pbs_activated.storeurl import parse_redis_url
+from pbs_activated.config.file import ConfigError
+from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config.storeurl import parse_redis_url
 
 
 def parsed(url: str) -> RedisSettings:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.cursor import CursorFile, state_directory
+from pbs_activated.reader.cursor import CursorFile, state_directory
 
 
 def test_no_cursor_file_means_first_start(tmp_path: Path) -> None:

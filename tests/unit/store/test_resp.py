@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbs_activated import errors, resp
-from pbs_activated.resp import Parser, ProtocolError, ReplyError
+from pbs_activated.store import errors, resp
+from pbs_activated.store.resp import Parser, ProtocolError, ReplyError
 
 REPLIES: list[tuple[bytes, object]] = [
     (b"$5\r\nalice\r\n", b"alice"),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbs_activated import resp
+from pbs_activated.store import resp
 
 hiredis = pytest.importorskip("hiredis")
 

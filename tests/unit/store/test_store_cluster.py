@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbs_activated import errors, replication, resp, sentinel
+from pbs_activated.store import errors, replication, resp, sentinel
 
 
 def replica(ip: bytes, port: bytes, flags: bytes) -> list[bytes]:

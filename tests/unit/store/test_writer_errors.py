@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from redis import exceptions
 
-from pbs_activated import errors
-from pbs_activated.redisclient import translated
+from pbs_activated.store import errors
+from pbs_activated.store.redisclient import translated
 
 
 @pytest.mark.parametrize(

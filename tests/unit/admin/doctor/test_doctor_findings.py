@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pbs_activated import doctor, doctor_postfix, postfix
-from pbs_activated.doctor_findings import ERROR, OK, UNKNOWN, WARNING, Finding
+from pbs_activated.admin import postfix
+from pbs_activated.admin.doctor import examine
+from pbs_activated.admin.doctor import postfix as doctor_postfix
+from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding
 
 SOCKET = "/var/spool/postfix/private/pbs-policy"
 
@@ -72,7 +74,7 @@ def test_restriction_lists_split_as_postfix_splits_them() -> None:
 
 def test_the_exit_status_is_the_monitoring_plugins_convention() -> None:
     def status(*statuses: str) -> int:
-        return doctor.exit_status([Finding("x", s, "") for s in statuses])
+        return examine.exit_status([Finding("x", s, "") for s in statuses])
 
     assert status(OK, OK) == 0
     assert status(OK, WARNING) == 1

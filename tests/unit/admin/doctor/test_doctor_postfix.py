@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pbs_activated import doctor_postfix, postfix
-from pbs_activated.doctor_findings import OK, WARNING
+from pbs_activated.admin import postfix
+from pbs_activated.admin.doctor import postfix as doctor_postfix
+from pbs_activated.admin.doctor.findings import OK, WARNING
 
 SOCKET = "/var/spool/postfix/private/pbs-policy"
 POLICY = postfix.restriction()

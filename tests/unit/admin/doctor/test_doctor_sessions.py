@@ -15,12 +15,12 @@ import re
 import pytest
 from support import REPO
 
-from pbs_activated import doctor_logs
-from pbs_activated.config import Config
-from pbs_activated.doctor_findings import ERROR, OK, WARNING
-from pbs_activated.doctor_sessions import Sessions, logged_at
-from pbs_activated.logins import SERVERS, Login
-from pbs_activated.logins_dovecot import session_started
+from pbs_activated.admin.doctor import logs
+from pbs_activated.admin.doctor.findings import ERROR, OK, WARNING
+from pbs_activated.admin.doctor.sessions import Sessions, logged_at
+from pbs_activated.config.settings import Config
+from pbs_activated.reader.logins.dovecot import session_started
+from pbs_activated.reader.logins.parser import SERVERS, Login
 
 FIXTURE_DIR = REPO / "tests" / "system" / "fixtures"
 RECORDINGS = [
@@ -95,13 +95,13 @@ def test_sessions_after_a_format_change_are_missed_though_alice_logged_in_before
 def test_a_format_change_is_an_error_and_older_misses_a_warning(server: str, release: str) -> None:
     entries = entries_of(server, release)
     change = alices_second_session(server, entries)
-    finding = doctor_logs.format_finding("x.service", read(server, entries, change), {}, "24 h")
+    finding = logs.format_finding("x.service", read(server, entries, change), {}, "24 h")
     assert finding.status == ERROR and "alice" in finding.message
     # The same sessions missed, then a login taken after them: no longer "since then".
     sessions = read(server, entries, change)
     sessions.last_taken = sessions.missed[-1].at + 1
-    assert doctor_logs.format_finding("x.service", sessions, {}, "24 h").status == WARNING
-    assert doctor_logs.format_finding("x.service", read(server, entries), {}, "24 h").status == OK
+    assert logs.format_finding("x.service", sessions, {}, "24 h").status == WARNING
+    assert logs.format_finding("x.service", read(server, entries), {}, "24 h").status == OK
 
 
 @pytest.mark.parametrize("release", ["bookworm", "trixie"])
@@ -201,5 +201,5 @@ def test_a_session_end_written_before_its_login_line_still_finds_it(release: str
         line = reordered.pop(reordered.index(entries[end]))
         reordered.insert(0, line)
     config = Config("/nonexistent")
-    [finding] = list(doctor_logs.check(config, Recording(reordered), window=10 * 365 * 86400))
+    [finding] = list(logs.check(config, Recording(reordered), window=10 * 365 * 86400))
     assert finding.status == OK, finding

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from pbs_activated.logins import (
+from pbs_activated.reader.logins.parser import (
     InvalidPattern,
     Login,
     LoginParser,

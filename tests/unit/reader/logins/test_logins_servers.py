@@ -16,7 +16,13 @@ import pytest
 from support import REPO
 
 from pbs_activated import addresses
-from pbs_activated.logins import SERVERS, Login, LoginParser, parse_courier, parse_cyrus
+from pbs_activated.reader.logins.parser import (
+    SERVERS,
+    Login,
+    LoginParser,
+    parse_courier,
+    parse_cyrus,
+)
 
 FIXTURE_DIR = REPO / "tests" / "system" / "fixtures"
 SERVER_NAMES = ("courier", "cyrus")
@@ -138,7 +144,7 @@ def test_a_recorded_courier_login_names_its_protocol(
     server: str, title: str, entries: list[Entry]
 ) -> None:
     [login] = logins_in(server, entries)
-    if server == "cyrus":  # the same line for both: see logins_cyrus
+    if server == "cyrus":  # the same line for both: see logins.cyrus
         assert login.protocol == ""
     else:
         scenario = title.split(": ", 1)[1]  # after the release
