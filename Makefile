@@ -23,7 +23,7 @@ BENCH_PACKAGES := python3 redis-server systemd nodejs python3-hiredis
 PACKAGING_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db systemd
 
-.PHONY: all test unit integration system lint deb demo bench bench-booted bench-directives bench-postfix soak \
+.PHONY: all test unit integration system lint deb demo bench bench-ab bench-booted bench-directives bench-postfix soak \
 	soak-server clean deps
 
 all: test
@@ -118,6 +118,13 @@ bench:
 	$(PYTHON) bench/config_refresh.py
 	@echo "Through the installed units on booted Debian 12 and 13 (as root, minutes):"
 	@echo "make bench-booted, make bench-directives, make bench-postfix"
+
+# The handler's start-up, 64 at once and RSS at two revisions, in one paired A/B run
+# (shuffled starts, paired differences): `make bench-ab A=REV [B=REV]`, B by default
+# the working tree. For a change that must not make the handler's start worse.
+bench-ab:
+	.ci/ensure-packages python3 redis-server systemd git
+	$(PYTHON) bench/startup_ab.py $(if $(A),--a $(A)) $(if $(B),--b $(B)) --rss
 
 # Issue #23: the handler and the server as systemd starts them, beside a bare
 # interpreter's unit, in booted Debian 12 and 13 (the system tests' containers).
