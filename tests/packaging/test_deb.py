@@ -184,8 +184,28 @@ def test_an_administrators_disable_survives_upgrades(control: Path, unit: str) -
 
 
 def test_the_handler_template_is_started_by_its_socket_only(control: Path) -> None:
-    for script in ("postinst", "prerm", "postrm"):
-        assert "pbs-policy@" not in (control / script).read_text()
+    """The scripts never start, enable or restart a handler; during an upgrade they stop
+    the running ones (which would import from the files dpkg replaces), nothing else."""
+    for script in ("preinst", "postinst", "prerm", "postrm"):
+        lines = [
+            line for line in (control / script).read_text().splitlines() if "pbs-policy@" in line
+        ]
+        for line in lines:
+            assert "start" not in line and "enable" not in line, line
+            assert "stop 'pbs-policy@*.service'" in line or "UPGRADE_DROPIN=" in line, line
+
+
+def test_an_upgrade_serves_handlers_from_a_copy_of_the_old_version_until_postinst(
+    control: Path,
+) -> None:
+    """preinst puts the drop-in and the copy in place and stops the running handlers;
+    postinst, or postrm when the upgrade is abandoned, takes them away again."""
+    preinst = (control / "preinst").read_text()
+    assert 'if [ "$1" = "upgrade" ]; then\n    serve_from_a_copy\nfi' in preinst
+    for script, argument in (("postinst", "configure"), ("postrm", "abort-upgrade")):
+        text = (control / script).read_text()
+        assert f'if [ "$1" = "{argument}" ] && [ -e "$UPGRADE_DROPIN" ]; then' in text
+        assert 'rm -rf "$UPGRADE_COPY"' in text
 
 
 def test_the_socket_keeps_listening_through_an_upgrade(control: Path) -> None:
