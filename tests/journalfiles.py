@@ -2,7 +2,7 @@
 
 `systemd-journal-remote --output=DIR/NAME.journal -` turns journal export format
 on stdin into a real journal file and keeps every field it is given, trusted
-`_`-fields and `__REALTIME_TIMESTAMP` included (tests/integration/test_journal_files.py
+`_`-fields and `__REALTIME_TIMESTAMP` included (tests/integration/reader/test_journal_files.py
 checks that). So a test can write exactly the entry a forger could not: one from
 `_SYSTEMD_UNIT=dovecot.service`, next to the forger's `logger -t dovecot` line from
 a session scope, and read both through `pbs-activated journal --directory DIR`.

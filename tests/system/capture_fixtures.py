@@ -21,7 +21,7 @@ Output files per release (entries exactly as ``journalctl -o json`` / ``-o expor
 
 A scenario's title says what the client did and how it ended: "(failure)" when
 no login may come of it, otherwise the first "from ADDRESS" is the address the
-one successful login line must name (tests/unit/test_logins.py relies on this).
+one successful login line must name (tests/unit/reader/logins/test_logins.py relies on this).
 """
 
 from __future__ import annotations

@@ -129,6 +129,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[index] = item
 
 
+SERVICE_STATE = (
+    "systemctl --no-pager status pbs-journal.service pbs-store.service pbs-policy.socket;"
+    " journalctl --no-pager -o short-precise -n 60"
+    " -u pbs-journal.service -u pbs-store.service -u 'pbs-policy@*'"
+)
+"""What a failed system test's report shows of the product host: the services' state and
+their last journal lines (a reader restarting is otherwise gone with the container)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    host = getattr(item, "funcargs", {}).get("product_host")
+    if report.when == "call" and report.failed and isinstance(host, Container):
+        shown = host.run(SERVICE_STATE, check=False, timeout=60)
+        report.sections.append(("product host services", shown.stdout + shown.stderr))
+
+
 def phase(item: pytest.Item) -> int:
     """A target's tests in three phases: the ordinary ones, after_all's checks of their
     logs, then the tests that break the service on purpose (their warnings are wanted)."""
