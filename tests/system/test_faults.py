@@ -149,7 +149,7 @@ def signal_pids(ct: Container, signal: str, pids: list[str]) -> None:
 def break_module(ct: Container, module: str, how: str) -> None:
     """Change an installed module of the package (a copy kept, its times with it)."""
     path = f"{PACKAGE}/{module}"
-    ct.run(["cp", "-p", path, f"{BACKUP}-{module}"])
+    ct.run(["cp", "-p", path, backup(module)])
     if how == "syntax":
         ct.run(["sh", "-c", f"printf '\\nthis is not python (\\n' >> {path}"])
     elif how == "raise-in-decide":
@@ -167,7 +167,12 @@ def break_module(ct: Container, module: str, how: str) -> None:
 
 def mend_module(ct: Container, module: str) -> None:
     """The module as installed again, times included, so its byte-compiled file is valid."""
-    ct.run(["cp", "-p", f"{BACKUP}-{module}", f"{PACKAGE}/{module}"])
+    ct.run(["cp", "-p", backup(module), f"{PACKAGE}/{module}"])
+
+
+def backup(module: str) -> str:
+    """Where break_module keeps the module as installed (`answer/protocol.py`: one file)."""
+    return f"{BACKUP}-{module.replace('/', '-')}"
 
 
 def restart_server_if(host: Served) -> None:
@@ -197,18 +202,18 @@ def _socket_started(host: Served, _: object) -> None:
 
 
 def _import_error(host: Served) -> None:
-    break_module(host.ct, "protocol.py", "syntax")
+    break_module(host.ct, "answer/protocol.py", "syntax")
     restart_server_if(host)
 
 
 def _crash_on_request(host: Served) -> None:
-    break_module(host.ct, "decision.py", "raise-in-decide")
+    break_module(host.ct, "answer/decision.py", "raise-in-decide")
     restart_server_if(host)
 
 
 def _crash_loop(host: Served) -> None:
     """The server exits at every start (handlers never import server.py)."""
-    break_module(host.ct, "server.py", "exit-at-import")
+    break_module(host.ct, "answer/server.py", "exit-at-import")
     restart_server_if(host)
 
 
@@ -278,14 +283,16 @@ def _package_installed(host: Served, _: object) -> None:
 FAULTS: dict[str, Fault] = {
     "socket stopped": Fault(_socket_stopped, _socket_started),
     "handler cannot start (import error)": Fault(
-        _import_error, lambda host, _: mend_module(host.ct, "protocol.py")
+        _import_error, lambda host, _: mend_module(host.ct, "answer/protocol.py")
     ),
     "handler/server hung (SIGSTOP)": Fault(_hang_policy, _continue),
     "crash on a request": Fault(
-        _crash_on_request, lambda host, _: mend_module(host.ct, "decision.py")
+        _crash_on_request, lambda host, _: mend_module(host.ct, "answer/decision.py")
     ),
     "server crash-looping": Fault(
-        _crash_loop, lambda host, _: mend_module(host.ct, "server.py"), hold=CRASH_LOOP_SECONDS
+        _crash_loop,
+        lambda host, _: mend_module(host.ct, "answer/server.py"),
+        hold=CRASH_LOOP_SECONDS,
     ),
     "config file broken": Fault(_config_broken, _config_mended),
     "store down": Fault(_stop(STORE), _start(STORE)),
