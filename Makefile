@@ -131,6 +131,11 @@ bench-ab:
 bench-booted: deps
 	$(PYTHON) bench/booted_units.py
 
+# bench-ab through the installed unit in booted Debian 12 and 13: A=REV (953cf05) vs the .deb.
+.PHONY: bench-booted-ab
+bench-booted-ab: deps
+	$(PYTHON) bench/booted_ab.py $(if $(A),--a $(A))
+
 # The same, per sandbox directive of pbs-policy@.service (docs/performance.md's table).
 bench-directives: deps
 	$(PYTHON) bench/booted_units.py --directives --held 2
