@@ -56,7 +56,7 @@ def start(directory: Path, options: list[str]) -> subprocess.Popen[bytes]:
 
 def logins_per_second(socket_path: Path, count: int, first: int) -> float:
     """Write `count` logins (distinct addresses) one by one; return the rate."""
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
     from pbs_activated.config.storeurl import parse_redis_url
     from pbs_activated.store import keys
     from pbs_activated.store.writer import Writer

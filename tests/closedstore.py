@@ -7,7 +7,7 @@ from pathlib import Path
 
 from support import RedisServer, run_cli
 
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
 from pbs_activated.store import acl
 from pbs_activated.store.writer import Writer

@@ -129,7 +129,7 @@ def parse_arguments(arguments: list[str]) -> argparse.Namespace:
 
 def run(arguments: argparse.Namespace) -> int:
     """Dispatch a parsed command line."""
-    from pbs_activated.config.file import ConfigError
+    from pbs_activated.config import ConfigError
     from pbs_activated.config.load import load
 
     path = config_path(arguments.config)

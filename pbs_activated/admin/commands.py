@@ -14,13 +14,10 @@ import sys
 from pbs_activated import addresses, audit
 from pbs_activated.answer.decision import decide
 from pbs_activated.answer.protocol import Request
-from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
+from pbs_activated.config import Config, ConfigError, RedisSettings, defaults
 from pbs_activated.config.load import read_secret
-from pbs_activated.config.settings import Config, RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import acl, keys
-from pbs_activated.store.errors import StoreError
+from pbs_activated.store import StoreError, acl, keys
 from pbs_activated.store.lookup import Lookup
 from pbs_activated.store.writer import DENIED, GRANTED, Writer
 

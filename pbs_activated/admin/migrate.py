@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from pbs_activated.config.settings import Config, RedisSettings
+from pbs_activated.config import Config, RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import keys
-from pbs_activated.store.errors import StoreError
+from pbs_activated.store import StoreError, keys
 from pbs_activated.store.writer import Writer
 
 EXIT_SOURCE_UNAVAILABLE = 3

@@ -4,14 +4,14 @@ the configured answers and a lookup of the client address."""
 from __future__ import annotations
 
 from pbs_activated import addresses
-from pbs_activated.store.errors import StoreError
+from pbs_activated.store import StoreError
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pbs_activated.answer.protocol import Request
-    from pbs_activated.config.settings import PolicySettings
+    from pbs_activated.config import PolicySettings
 
 NEUTRAL = "DUNNO"
 """The answer outside RCPT: we have no opinion on CONNECT, HELO, MAIL, DATA, ..."""

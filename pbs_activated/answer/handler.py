@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import select
 
     from pbs_activated.answer.protocol import Request
-    from pbs_activated.config.settings import PolicySettings
+    from pbs_activated.config import PolicySettings
     from pbs_activated.store.lookup import Lookups
 
 READ_SIZE = 65536

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 from pbs_activated import wakeup
-from pbs_activated.store.errors import StoreError
+from pbs_activated.store import StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

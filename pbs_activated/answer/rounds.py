@@ -7,7 +7,7 @@ or MGET for all, and decided from its answer; a connection held for a login
 
 from __future__ import annotations
 
-from pbs_activated.store.errors import StoreError
+from pbs_activated.store import StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

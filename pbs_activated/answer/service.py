@@ -25,9 +25,8 @@ import posix  # not os: its import is ~1 ms of every handler's start (defaults.e
 from pbs_activated import addresses, audit
 from pbs_activated.answer.decision import awaits_login, decide
 from pbs_activated.answer.protocol import format_reply, rcpt_client_address
-from pbs_activated.config.file import ConfigError
+from pbs_activated.config import Config, ConfigError
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import Config
 from pbs_activated.store.lookup import BrokenConfigLookup, Lookup
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
     from pbs_activated.answer.decision import Decision
     from pbs_activated.answer.protocol import Request
-    from pbs_activated.config.settings import PolicySettings
+    from pbs_activated.config import PolicySettings
     from pbs_activated.store.lookup import Lookups
 
 

@@ -1,9 +1,11 @@
-"""The configuration's sections as settings objects, and Config, which holds them.
+"""The configuration: its sections as settings objects, Config, and ConfigError.
 
-Every module that takes settings takes these classes, so they live below all
-of them: they import nothing of the configuration but its defaults. How a file
-becomes a Config is config.load's; which keys exist and how each is checked is
-config.table's and config.check's.
+Every module that takes settings takes these classes, and every module of the
+configuration raises ConfigError, so they live below all of them, in the
+package itself: they import nothing of the configuration but its defaults, and
+the handler, which imports the package anyway, pays no module of its own for
+them. How a file becomes a Config is config.load's; which keys exist and how
+each is checked is config.table's and config.check's.
 
 The policy handler builds these on every Postfix connection: plain classes
 with __slots__, no dataclasses, no typing at run time.
@@ -12,11 +14,14 @@ with __slots__, no dataclasses, no typing at run time.
 from __future__ import annotations
 
 from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     from ipaddress import IPv4Network, IPv6Network
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be read or holds a value we refuse."""
 
 
 class RedisSettings:

@@ -1,6 +1,6 @@
 """A freshly parsed file, checked: table.TABLE applied, and the rules that tie keys together.
 
-`checked` is what config.load.load caches (config.file.read_checked): the settings a
+`checked` is what config.load.load caches (config.load.read_checked): the settings a
 file means, as plain values. So this module, the table and the URL parser are
 imported once per change of the file, never on a start that finds its parse
 cached; the secrets the settings name are config's, read on every load.
@@ -8,15 +8,13 @@ cached; the secrets the settings name are config's, read on every load.
 
 from __future__ import annotations
 
-from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
-from pbs_activated.config.settings import parse_networks
+from pbs_activated.config import ConfigError, defaults, parse_networks
 from pbs_activated.config.storeurl import parse_redis_url
 from pbs_activated.config.table import SET_BY_RULES, TABLE
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
-    from pbs_activated.config.settings import Config, RedisSettings
+    from pbs_activated.config import Config, RedisSettings
 
 SECRET_FILES = ("password_file", "sentinel_password_file")
 """[redis] keys naming a secret file: kept by name in `checked`, read by config.load.load."""

@@ -8,12 +8,11 @@ it. The secrets the settings name are config's.
 
 from __future__ import annotations
 
-from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
+from pbs_activated.config import ConfigError, defaults
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
 
 URL_PARAMETERS = ("db",)
 """The query parameters we implement; any other is refused, as an unknown key is."""

@@ -13,8 +13,7 @@ objects cost it 50 us more than 26 tuples.
 
 from __future__ import annotations
 
-from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
+from pbs_activated.config import ConfigError, defaults
 from pbs_activated.config.storeurl import host_port
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only

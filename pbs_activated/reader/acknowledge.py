@@ -4,7 +4,8 @@ Lossless: the cursor advances only past logins the store acknowledged, so an
 operation that fails is sent again, with back-off, for as long as it takes; the
 reader says meanwhile what it waits for (STATUS, and one log line per change).
 
-What it waits for is decided by errors.py's types, never by a broad `except`:
+What it waits for is decided by the store's typed errors (store/__init__.py), never by a
+broad `except`:
 
 - `StoreUnavailable` (down, unreachable, slow) and its `ServerNotReady`
   (loading its data, read-only, a master without replicas): "Waiting for
@@ -25,10 +26,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pbs_activated.config import defaults
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings, defaults
 from pbs_activated.reader.notify import ERROR, Counts, Notifier, log
-from pbs_activated.store.errors import StoreError, StoreRefused
+from pbs_activated.store import StoreError, StoreRefused
 from pbs_activated.store.writer import Writer
 
 Result = TypeVar("Result")

@@ -28,9 +28,7 @@ import sys
 import time
 
 from pbs_activated import addresses, audit, wakeup
-from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
-from pbs_activated.config.settings import Config
+from pbs_activated.config import Config, ConfigError, defaults
 from pbs_activated.reader.acknowledge import Acknowledger
 from pbs_activated.reader.cursor import CursorFile, state_directory
 from pbs_activated.reader.logins.parser import InvalidPattern, LoginParser

@@ -1,4 +1,10 @@
-"""What can go wrong with the store, sorted by what the caller should do about it.
+"""The store (Redis or Valkey), and what can go wrong with it, sorted by what the caller
+should do about it.
+
+The modules of this package reach the store (lookup.py for the answer path,
+writer.py for the reader and the CLI); the failures they raise live here, in
+the package itself, below all of them and their callers: the handler imports
+the package anyway, so they cost it no module of their own.
 
 Every failure the handler, the reader and the CLI meet is one of these, whichever
 client met it (our own RESP client or redis-py), so behaviour is decided by type:

@@ -4,15 +4,14 @@
 MGET for several, and a `prefetch` that sends the question before the caller
 has parsed its request, so that parsing happens while Redis answers
 (docs/performance.md). `BrokenConfigLookup` meets the same interface for a
-configuration that cannot be read. Both raise only errors.StoreError.
+configuration that cannot be read. Both raise only StoreError.
 """
 
 from __future__ import annotations
 
 import time
 
-from pbs_activated.store import resp
-from pbs_activated.store.errors import StoreError, StoreUnavailable, failure
+from pbs_activated.store import StoreError, StoreUnavailable, failure, resp
 from pbs_activated.store.keys import client_key
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Protocol, TypeVar
 
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
 
     _Q = TypeVar("_Q")
     _A = TypeVar("_A")
@@ -173,7 +172,7 @@ class Lookup:
 
         The question is part of each server's attempt, so that a server which
         accepts the connection but cannot serve (LOADING, a master without its
-        replicas: errors.ServerNotReady) is passed over like one that is down.
+        replicas: ServerNotReady) is passed over like one that is down.
         """
         settings = self.settings
         if not settings.sentinels:

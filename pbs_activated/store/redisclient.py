@@ -3,18 +3,18 @@
 The reader and the CLI use redis-py (writer.py); this module is what they need
 to know of it, whichever version Debian ships (4.3 in Debian 12, 6.1 in 13):
 how to build a client that behaves alike on both, and how its exceptions map
-to errors.py's types.
+to the store's typed errors (store/__init__.py).
 """
 
 from __future__ import annotations
 
-from pbs_activated.store.errors import StoreError, StoreUnavailable, error_reply
+from pbs_activated.store import StoreError, StoreUnavailable, error_reply
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import redis
 
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
 
 
 def client_for(settings: RedisSettings, **where: object) -> redis.Redis:
@@ -65,7 +65,7 @@ def _one_attempt() -> dict[str, object]:
 
 
 def translated(error: Exception) -> StoreError:
-    """errors.py's type for one of redis-py's errors, with Redis's own text in one line.
+    """the store's typed error for one of redis-py's errors, with Redis's own text in one line.
 
     redis-py strips the code from the errors it names (NoPermissionError for
     NOPERM...) and keeps it in the others' text (`MASTERDOWN ...`): the code is

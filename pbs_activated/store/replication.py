@@ -9,7 +9,7 @@ past writes that `[redis] min_replicas_acknowledged` replicas confirmed.
 from __future__ import annotations
 
 from pbs_activated.config import defaults
-from pbs_activated.store.errors import ReplicationUnconfirmed
+from pbs_activated.store import ReplicationUnconfirmed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import sys
 import time
 
 from pbs_activated.config import defaults
-from pbs_activated.store.errors import StoreUnavailable, error_reply
+from pbs_activated.store import StoreUnavailable, error_reply
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
 if TYPE_CHECKING:

@@ -10,22 +10,21 @@ does, so it may use any of them (`readable`): lookups go on during a failover
 while any server is reachable. A writer must reach the master (`writable`):
 a replica answers a write with READONLY, after which the writer asks again.
 A server that answers it cannot serve now (loading, a replica without its
-master: errors.ServerNotReady) is passed over like one that does not answer.
+master: ServerNotReady) is passed over like one that does not answer.
 """
 
 from __future__ import annotations
 
 import time
 
-from pbs_activated.store import resp, sockets
-from pbs_activated.store.errors import StoreError, StoreRefused, StoreUnavailable, failure
+from pbs_activated.store import StoreError, StoreRefused, StoreUnavailable, failure, resp, sockets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeVar
 
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
 
     _Server = TypeVar("_Server")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import _socket  # the C half of `socket`: the Python half imports enum and selectors (~5 ms)
 
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store import StoreUnavailable
 from pbs_activated.store.resp import open_socket, remaining
 
 TYPE_CHECKING = False  # typing itself costs the handler milliseconds
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import socket
     import ssl
 
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
 
 
 def open_tcp(

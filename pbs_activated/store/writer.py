@@ -3,16 +3,16 @@
 They are long-lived or rare, so redis-py's import is affordable here and never
 on the handler's path. Every write waits until a replica has it (`WAIT`), so
 that a failover loses no login (replication.py). Every failure comes out as
-one of errors.py's types, whatever redis-py called it, so that callers decide
-by type: wait and retry, try the next server, or report a refusal.
+one of the store's typed errors (store/__init__.py), whatever redis-py called
+it, so that callers decide by type: wait and retry, try the next server, or
+report a refusal.
 """
 
 from __future__ import annotations
 
 import time
 
-from pbs_activated.store import keys, sentinel, sockets
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store import StoreUnavailable, keys, sentinel, sockets
 from pbs_activated.store.redisclient import client_for, translated
 from pbs_activated.store.replication import Replication, confirmed_write
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     import redis
 
-    from pbs_activated.config.settings import RedisSettings
+    from pbs_activated.config import RedisSettings
 
     _Result = TypeVar("_Result")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from pbs_activated.config import load, settings
+from pbs_activated.config import Config
+from pbs_activated.config.load import load
 from pbs_activated.config.table import TABLE
 
 CONFFILE = REPO / "packaging/pbs-activated.toml"
@@ -53,10 +54,10 @@ def conffile_defaults() -> dict[tuple[str, str], object]:
     return shown
 
 
-def load_text(tmp_path: Path, text: str) -> settings.Config:
+def load_text(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "probe.toml"
     path.write_text(text)
-    return load.load(str(path))
+    return load(str(path))
 
 
 def every_default_uncommented() -> str:
@@ -65,7 +66,7 @@ def every_default_uncommented() -> str:
     return "\n".join(line[1:] if DEFAULT_LINE.match(line) else line for line in lines) + "\n"
 
 
-def settings_of(loaded: settings.Config) -> dict[str, dict[str, object]]:
+def settings_of(loaded: Config) -> dict[str, dict[str, object]]:
     return {
         section: {
             slot: getattr(getattr(loaded, section), slot)
@@ -105,13 +106,13 @@ def test_conffile_shows_the_tables_default(section: str, name: str) -> None:
 
 
 def test_conffile_as_shipped_means_every_default(tmp_path: Path) -> None:
-    shipped = load.load(str(CONFFILE))
-    assert settings_of(shipped) == settings_of(load.load(str(tmp_path / "missing.toml")))
+    shipped = load(str(CONFFILE))
+    assert settings_of(shipped) == settings_of(load(str(tmp_path / "missing.toml")))
 
 
 def test_conffile_values_shown_are_the_builtin_defaults(tmp_path: Path) -> None:
     uncommented = load_text(tmp_path, every_default_uncommented())
-    assert settings_of(uncommented) == settings_of(load.load(str(tmp_path / "missing.toml")))
+    assert settings_of(uncommented) == settings_of(load(str(tmp_path / "missing.toml")))
 
 
 def test_conffile_shows_each_key_once() -> None:

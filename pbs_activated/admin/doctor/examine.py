@@ -29,7 +29,7 @@ from pbs_activated.admin.doctor.findings import (
     Finding,
     Host,
 )
-from pbs_activated.config.settings import Config
+from pbs_activated.config import Config
 
 Check = Callable[[Config, Host], Iterable[Finding]]
 

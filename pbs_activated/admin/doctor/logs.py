@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 from pbs_activated.admin.doctor.sessions import Ended, Sessions
-from pbs_activated.config.settings import Config
+from pbs_activated.config import Config
 from pbs_activated.reader.logins.parser import SERVERS, LoginParser, MailServer
 
 WINDOW = 86400

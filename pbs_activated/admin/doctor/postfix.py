@@ -25,7 +25,7 @@ from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Fin
 from pbs_activated.admin.doctor.postconf import Restriction, parameters, restrictions
 from pbs_activated.admin.doctor.systemd import policy_listeners
 from pbs_activated.answer.decision import RELAY_CONTEXT
-from pbs_activated.config.settings import Config
+from pbs_activated.config import Config
 
 REFUSALS = ("reject_unauth_destination", "defer_unauth_destination")
 RELAY = "smtpd_relay_restrictions"

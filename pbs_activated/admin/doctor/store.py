@@ -15,9 +15,8 @@ from collections.abc import Iterator
 
 from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
 from pbs_activated.admin.doctor.logs import messages
-from pbs_activated.config import defaults
-from pbs_activated.config.settings import Config, RedisSettings
-from pbs_activated.store.errors import StoreError, StoreRefused
+from pbs_activated.config import Config, RedisSettings, defaults
+from pbs_activated.store import StoreError, StoreRefused
 from pbs_activated.store.writer import Writer
 
 MEMORY_HEADROOM = 0.8

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pbs_activated.admin.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Host
-from pbs_activated.config import defaults
-from pbs_activated.config.settings import Config
+from pbs_activated.config import Config, defaults
 
 POLICY_SOCKETS = ("pbs-policy.socket", "pbs-policy-server.socket")
 READER = "pbs-journal.service"

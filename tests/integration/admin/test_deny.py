@@ -18,9 +18,9 @@ from closedstore import ClosedStore
 from cluster import Cluster, Server
 from support import AuditSink, RedisServer, run_cli
 
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import acl, errors, keys
+from pbs_activated.store import ReplicationUnconfirmed, StoreRefused, acl, keys
 from pbs_activated.store.writer import DENIED, GRANTED, KEPT, Writer
 
 
@@ -168,7 +168,7 @@ def test_neither_the_reader_nor_the_handler_can_lift_or_make_a_deny(
     closed_store.client(acl.ADMIN_USER).deny("alice")
     client = closed_store.client(user)
     for operation in (lambda: client.allow("alice"), lambda: client.deny("bob")):
-        with pytest.raises(errors.StoreRefused):
+        with pytest.raises(StoreRefused):
             operation()
     assert [name for name, _ in closed_store.client(acl.ADMIN_USER).denied()] == ["alice"]
 
@@ -219,7 +219,7 @@ def test_a_deny_on_the_master_is_on_the_replica_once_it_returns(cluster: Cluster
         try:
             outcomes.append(admin.deny("carol"))  # returns once a replica confirmed it (WAIT)
             break
-        except errors.ReplicationUnconfirmed:
+        except ReplicationUnconfirmed:
             outcomes.append("unconfirmed")
     # True, or after an unconfirmed attempt, whatever finds it already done.
     assert outcomes[-1] is True or outcomes[0] == "unconfirmed", outcomes

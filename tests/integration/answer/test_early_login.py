@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from support import RedisServer
 
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import acl, errors, keys, resp
+from pbs_activated.store import StoreRefused, StoreUnavailable, acl, keys, resp
 from pbs_activated.store.lookup import Lookup
 
 ADDRESS = "192.0.2.10"
@@ -98,7 +98,7 @@ def test_a_wrong_password_sent_early_is_refused_at_the_first_lookup(server: Redi
     lookup = lookup_for(server, password="guessed")
     try:
         lookup.connect()
-        with pytest.raises(errors.StoreRefused, match="WRONGPASS"):
+        with pytest.raises(StoreRefused, match="WRONGPASS"):
             lookup.user_for(ADDRESS)
     finally:
         lookup.close()
@@ -110,7 +110,7 @@ def test_a_wrong_password_sent_early_refuses_a_prefetched_lookup(server: RedisSe
     try:
         lookup.connect()
         lookup.prefetch([ADDRESS])
-        with pytest.raises(errors.StoreRefused, match="WRONGPASS"):
+        with pytest.raises(StoreRefused, match="WRONGPASS"):
             lookup.user_for(ADDRESS)
     finally:
         lookup.close()
@@ -123,7 +123,7 @@ def test_connect_to_a_store_that_is_down_costs_nothing_and_the_lookup_reports_it
     server.stop()
     try:
         lookup.connect()  # no error here: the lookup is where a failure is reported
-        with pytest.raises(errors.StoreUnavailable):
+        with pytest.raises(StoreUnavailable):
             lookup.user_for(ADDRESS)
     finally:
         lookup.close()

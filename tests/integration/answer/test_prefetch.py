@@ -17,7 +17,7 @@ from activation import PolicyService
 from support import AuditSink, RedisServer, run_cli, write_config
 
 from pbs_activated.config.load import load
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store import StoreUnavailable
 from pbs_activated.store.lookup import Lookup
 
 

@@ -28,11 +28,9 @@ from cluster import free_port
 from support import PYTHON, REPO, AuditSink, RedisServer, run_cli, write_config
 
 from pbs_activated.addresses import normalize
-from pbs_activated.config import defaults
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings, defaults
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import keys
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.store import StoreUnavailable, keys
 from pbs_activated.store.lookup import Lookup
 
 TIMEOUT = 0.5

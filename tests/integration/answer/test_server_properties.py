@@ -16,7 +16,7 @@ from support import AuditSink, RedisServer, encode_request, run_cli
 
 from pbs_activated.answer.decision import decide
 from pbs_activated.answer.protocol import LimitExceeded, RequestParser, format_reply
-from pbs_activated.config.settings import PolicySettings
+from pbs_activated.config import PolicySettings
 
 GRANTED = {"192.0.2.10": "alice"}
 MAX_LINE_LENGTH = 256

@@ -20,8 +20,8 @@ import pytest
 import redis
 from cluster import EXAMPLES, SERVICE, Cluster, Server
 
-from pbs_activated.config.settings import RedisSettings
-from pbs_activated.store import acl, errors, keys
+from pbs_activated.config import RedisSettings
+from pbs_activated.store import StoreRefused, acl, keys
 from pbs_activated.store.lookup import Lookup
 from pbs_activated.store.writer import Writer
 
@@ -191,7 +191,7 @@ def test_the_policy_user_can_look_up_on_the_master_and_the_replica(cluster: Clus
 
 def test_the_policy_user_cannot_grant(cluster: Cluster) -> None:
     client = Writer(handler_settings(cluster, cluster.servers[0]))
-    with pytest.raises(errors.StoreRefused, match="(?i)permission"):
+    with pytest.raises(StoreRefused, match="(?i)permission"):
         client.authorize("192.0.2.10", "mallory", keys.now_ms() + 60_000)
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.client.set(keys.client_key("192.0.2.10"), "mallory")

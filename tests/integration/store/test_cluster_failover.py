@@ -29,8 +29,8 @@ from cluster import Cluster
 from journalfiles import JournalWriter, ReaderProcess, dovecot_login
 from support import AuditSink, write_config
 
+from pbs_activated.config import Config
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import Config
 from pbs_activated.store import acl, keys
 from pbs_activated.store.writer import Writer
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from cluster import Cluster, Server, free_port
 
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import acl, errors, keys
+from pbs_activated.store import StoreRefused, StoreUnavailable, acl, keys
 from pbs_activated.store.lookup import Lookup
 from pbs_activated.store.writer import Writer
 
@@ -118,20 +118,20 @@ def test_a_silent_sentinel_costs_only_its_share_of_the_timeout(shared_cluster: C
 
 def test_lookup_is_unavailable_when_no_sentinel_answers(shared_cluster: Cluster) -> None:
     sentinels = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
-    with pytest.raises(errors.StoreUnavailable, match="sentinel 127.0.0.1:"):
+    with pytest.raises(StoreUnavailable, match="sentinel 127.0.0.1:"):
         lookup_user(through_sentinels(shared_cluster, sentinels))
 
 
 def test_lookup_with_a_wrong_sentinel_password_is_unavailable(shared_cluster: Cluster) -> None:
     settings = through_sentinels(shared_cluster, sentinel_password="wrong")
-    with pytest.raises(errors.StoreRefused, match="WRONGPASS|invalid"):
+    with pytest.raises(StoreRefused, match="WRONGPASS|invalid"):
         lookup_user(settings)
 
 
 def test_lookup_with_a_wrong_redis_password_is_unavailable(shared_cluster: Cluster) -> None:
     settings = through_sentinels(shared_cluster)
     settings.password = "wrong"
-    with pytest.raises(errors.StoreRefused, match="WRONGPASS|invalid"):
+    with pytest.raises(StoreRefused, match="WRONGPASS|invalid"):
         lookup_user(settings)
 
 
@@ -160,7 +160,7 @@ def test_a_kept_connection_follows_a_failover(cluster: Cluster) -> None:
 
 
 def test_a_master_loading_its_data_is_passed_over_for_a_replica(tmp_path: Path) -> None:
-    """LOADING is errors.ServerNotReady: with Sentinel, the next server answers at once.
+    """LOADING is ServerNotReady: with Sentinel, the next server answers at once.
 
     An open cluster of its own (no ACL users), so that redis-cli may DEBUG the master.
     """
@@ -214,7 +214,7 @@ def test_lookup_is_unavailable_when_every_server_is_down(cluster: Cluster) -> No
     for server in cluster.servers:
         server.kill()
     started = time.monotonic()
-    with pytest.raises(errors.StoreUnavailable):
+    with pytest.raises(StoreUnavailable):
         lookup_user(through_sentinels(cluster))
     assert time.monotonic() - started < TIMEOUT + 0.5  # within its timeout, give or take load
 

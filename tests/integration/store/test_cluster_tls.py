@@ -18,10 +18,10 @@ from activation import PolicyService
 from cluster import Cluster, Server, Tls
 from support import PYTHON, REPO, AuditSink, write_config
 
+from pbs_activated.config import RedisSettings
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import errors, keys
+from pbs_activated.store import StoreUnavailable, keys
 from pbs_activated.store.lookup import Lookup
 from pbs_activated.store.writer import Writer
 
@@ -73,13 +73,13 @@ def test_lookup_reads_over_tls(server: Server, tls: Tls) -> None:
 def test_lookup_refuses_a_server_our_ca_did_not_sign(server: Server, tls: Tls) -> None:
     settings = tls_settings(f"rediss://127.0.0.1:{server.port}", tls)
     settings.tls_ca_file = ""  # the system's CAs do not know the test CA
-    with pytest.raises(errors.StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         lookup_user(settings)
 
 
 def test_lookup_refuses_a_certificate_for_another_host(server: Server, tls: Tls) -> None:
     settings = tls_settings(f"rediss://localhost:{server.port}", tls)  # the cert names 127.0.0.1
-    with pytest.raises(errors.StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED|match"):
+    with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED|match"):
         lookup_user(settings)
 
 
@@ -87,7 +87,7 @@ def test_a_server_requiring_client_certificates_refuses_a_lookup_without(
     server: Server, tls: Tls
 ) -> None:
     settings = tls_settings(f"rediss://127.0.0.1:{server.port}", tls, client_certificate=False)
-    with pytest.raises(errors.StoreUnavailable, match="CERTIFICATE_REQUIRED|EOF occurred"):
+    with pytest.raises(StoreUnavailable, match="CERTIFICATE_REQUIRED|EOF occurred"):
         lookup_user(settings)
 
 
@@ -138,12 +138,12 @@ def test_a_handler_without_tls_imports_neither_ssl_nor_socket(tmp_path: Path) ->
     config = write_config(tmp_path / "pbs-activated.toml", '[redis]\nurl = "redis://127.0.0.1:1"\n')
     script = textwrap.dedent(f"""
         import sys
-        from pbs_activated.store import errors
+        from pbs_activated.store import StoreUnavailable
         from pbs_activated.config.load import load
         from pbs_activated.store.lookup import Lookup
         try:
             Lookup(load({str(config)!r}).redis).user_for("192.0.2.10")
-        except errors.StoreUnavailable:
+        except StoreUnavailable:
             pass
         print(sorted(name for name in ("ssl", "socket", "redis") if name in sys.modules))
     """)

@@ -11,11 +11,10 @@ import pytest
 from cluster import Cluster
 from support import RedisServer, run_cli, write_config
 
-from pbs_activated.config import defaults
+from pbs_activated.config import RedisSettings, defaults
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import errors, keys
+from pbs_activated.store import ReplicationUnconfirmed, keys
 from pbs_activated.store.writer import Writer
 
 ADDRESS = "2001:db8::10"
@@ -75,7 +74,7 @@ def test_a_write_no_replica_confirms_raises(cluster: Cluster) -> None:
     for replica in cluster.servers[1:]:
         replica.pause()
     try:
-        with pytest.raises(errors.ReplicationUnconfirmed):
+        with pytest.raises(ReplicationUnconfirmed):
             client.authorize(ADDRESS, "alice", expires)
     finally:
         for replica in cluster.servers[1:]:
@@ -95,7 +94,7 @@ def test_a_write_lost_with_its_master_is_sent_again_to_the_new_one(tmp_path: Pat
         client = Writer(through_sentinels(cluster, replication_timeout=0.2))
         expires = expiry()
         cluster.proxy.hold()
-        with pytest.raises(errors.ReplicationUnconfirmed):
+        with pytest.raises(ReplicationUnconfirmed):
             client.authorize(ADDRESS, "alice", expires)
         old_master = cluster.master()
         assert old_master.client().get(keys.client_key(ADDRESS)) == "alice"
@@ -108,7 +107,7 @@ def test_a_write_lost_with_its_master_is_sent_again_to_the_new_one(tmp_path: Pat
             try:
                 assert client.authorize(ADDRESS, "alice", expires) is True
                 break
-            except errors.ReplicationUnconfirmed:
+            except ReplicationUnconfirmed:
                 raise
             except Exception:  # no master yet, or the old one's address: the reader retries
                 assert time.monotonic() < deadline
@@ -129,7 +128,7 @@ def test_a_required_replica_count_refuses_writes_while_fewer_are_online(
     while Cluster.replicas_online(master) != 1:  # the master notices the closed link
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    with pytest.raises(errors.ReplicationUnconfirmed, match="1 online"):
+    with pytest.raises(ReplicationUnconfirmed, match="1 online"):
         client.authorize("2001:db8::11", "bob", expiry())
 
 
@@ -221,7 +220,7 @@ def test_with_sentinels_a_grant_waits_for_a_replica_in_its_first_sync(
         address = f"2001:db8::{len(acknowledged) + 1:x}"
         try:
             client.authorize(address, "alice", expiry())
-        except errors.ReplicationUnconfirmed:
+        except ReplicationUnconfirmed:
             refused += 1  # the reader's rule: not acknowledged, send it again
             continue
         assert "alice" in [r.client().get(keys.client_key(address)) for r in replicas]

@@ -42,7 +42,7 @@ from redispy import REDIS_PY_VERSIONS, interpreter_with_redis_py
 from support import REPO, RedisServer, write_config
 
 from pbs_activated.config.load import load
-from pbs_activated.store import errors, keys
+from pbs_activated.store import StoreUnavailable, keys
 from pbs_activated.store.lookup import Lookup
 from pbs_activated.store.writer import Writer
 
@@ -346,13 +346,13 @@ def test_no_client_setinfo_reaches_the_sentinels_or_their_master(
 # The handler's Lookup, which does not use redis-py.
 
 
-def lookup_user(config: Path) -> tuple[float, str | None | errors.StoreUnavailable]:
+def lookup_user(config: Path) -> tuple[float, str | None | StoreUnavailable]:
     """Look ADDRESS up with a new Lookup; return the seconds and the user or the failure."""
     lookup = Lookup(load(str(config)).redis)
     started = time.monotonic()
     try:
-        user: str | None | errors.StoreUnavailable = lookup.user_for(ADDRESS)
-    except errors.StoreUnavailable as error:
+        user: str | None | StoreUnavailable = lookup.user_for(ADDRESS)
+    except StoreUnavailable as error:
         user = error
     finally:
         lookup.close()
@@ -365,7 +365,7 @@ def test_the_handlers_lookup_gives_up_on_a_stalled_redis_within_the_timeout(
 ) -> None:
     with stopped(tcp_redis_server.process):
         seconds, user = lookup_user(config_for(tmp_path, tcp_redis_server, transport))
-    assert isinstance(user, errors.StoreUnavailable)
+    assert isinstance(user, StoreUnavailable)
     assert seconds < TIMEOUT + SLACK
 
 
@@ -379,7 +379,7 @@ def test_the_handlers_kept_lookup_gives_up_on_a_stalled_redis_within_the_timeout
         assert lookup.user_for(ADDRESS) is None
         with stopped(tcp_redis_server.process):
             started = time.monotonic()
-            with pytest.raises(errors.StoreUnavailable):
+            with pytest.raises(StoreUnavailable):
                 lookup.user_for(ADDRESS)
             seconds = time.monotonic() - started
     finally:
@@ -404,7 +404,7 @@ def test_the_handlers_lookup_gives_up_on_a_stalled_master_within_the_timeout(
     config = sentinel_config(tmp_path, cluster)
     with stopped(cluster.servers[0].process):
         seconds, user = lookup_user(config)
-    assert isinstance(user, errors.StoreUnavailable)
+    assert isinstance(user, StoreUnavailable)
     assert seconds < TIMEOUT + SLACK
 
 

@@ -19,7 +19,7 @@ import redis
 from closedstore import ClosedStore
 from support import PYTHON, package_for_other_users, run_cli, write_config
 
-from pbs_activated.store import acl, errors, keys
+from pbs_activated.store import StoreRefused, acl, keys
 from pbs_activated.store.lookup import Lookup
 from pbs_activated.store.writer import Writer
 
@@ -48,7 +48,7 @@ def test_the_default_user_is_disabled(closed_store: ClosedStore) -> None:
 
 
 def test_a_wrong_password_is_refused(closed_store: ClosedStore) -> None:
-    with pytest.raises(errors.StoreRefused, match="WRONGPASS"):
+    with pytest.raises(StoreRefused, match="WRONGPASS"):
         Writer(closed_store.settings(acl.JOURNAL_USER, "guessed")).ping()
 
 

@@ -18,9 +18,9 @@ from support import RedisServer
 
 from pbs_activated.answer.decision import decide
 from pbs_activated.answer.protocol import Request
-from pbs_activated.config.settings import PolicySettings, RedisSettings
+from pbs_activated.config import PolicySettings, RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
-from pbs_activated.store import acl, errors, keys
+from pbs_activated.store import ServerNotReady, StoreRefused, acl, keys
 from pbs_activated.store.lookup import Lookup
 
 ADDRESS = "192.0.2.10"
@@ -85,7 +85,7 @@ def test_a_loading_server_is_not_ready_and_answered_unavailable(
         while True:
             try:
                 lookup.user_for(ADDRESS)
-            except errors.ServerNotReady as error:
+            except ServerNotReady as error:
                 assert "LOADING" in str(error)
                 break
             assert time.monotonic() < deadline, "never saw LOADING"
@@ -106,7 +106,7 @@ def url_as(server: RedisServer, user: str, password: str) -> str:
 def test_a_wrong_password_is_a_refusal_and_answered_unavailable(closed_server: RedisServer) -> None:
     lookup = Lookup(settings_for(url_as(closed_server, acl.POLICY_USER, "guessed")))
     try:
-        with pytest.raises(errors.StoreRefused, match="WRONGPASS"):
+        with pytest.raises(StoreRefused, match="WRONGPASS"):
             lookup.user_for(ADDRESS)
         decision = decide(RCPT, PolicySettings(), lookup.user_for)
         assert decision.action == PolicySettings().unavailable
@@ -118,7 +118,7 @@ def test_a_wrong_password_is_a_refusal_and_answered_unavailable(closed_server: R
 def test_no_password_is_a_refusal(closed_server: RedisServer) -> None:
     lookup = Lookup(settings_for(closed_server.url))
     try:
-        with pytest.raises(errors.StoreRefused, match="NOAUTH"):
+        with pytest.raises(StoreRefused, match="NOAUTH"):
             lookup.user_for(ADDRESS)
     finally:
         lookup.close()
@@ -129,7 +129,7 @@ def test_a_forbidden_command_is_a_refusal_for_the_writer(closed_server: RedisSer
 
     writer = Writer(settings_for(url_as(closed_server, acl.POLICY_USER, "secret")))
     try:
-        with pytest.raises(errors.StoreRefused, match="(?i)permission"):
+        with pytest.raises(StoreRefused, match="(?i)permission"):
             writer.authorize(ADDRESS, "mallory", keys.now_ms() + 60_000)
     finally:
         writer.close()
@@ -142,7 +142,7 @@ def test_a_refusal_mended_at_runtime_answers_at_the_next_lookup(closed_server: R
     try:
         assert lookup.user_for(ADDRESS) is None
         closed_server.command(*admin, "ACL", "SETUSER", acl.POLICY_USER, "-get")
-        with pytest.raises(errors.StoreRefused, match="(?i)noperm|permission"):
+        with pytest.raises(StoreRefused, match="(?i)noperm|permission"):
             lookup.user_for(ADDRESS)
         assert lookup.users_for([ADDRESS, "192.0.2.11"]) == [None, None]  # MGET is still allowed
         closed_server.command(*admin, "ACL", "SETUSER", acl.POLICY_USER, "+get")

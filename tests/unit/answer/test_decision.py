@@ -4,8 +4,8 @@ import pytest
 
 from pbs_activated.answer.decision import decide
 from pbs_activated.answer.protocol import Request
-from pbs_activated.config.settings import PolicySettings
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.config import PolicySettings
+from pbs_activated.store import StoreUnavailable
 
 GRANTED = {"192.0.2.10": "alice", "2001:db8::10": "bob"}
 

@@ -9,8 +9,8 @@ import pytest
 from pbs_activated.answer import loginwait, service
 from pbs_activated.answer.decision import RELAY_CONTEXT, awaits_login, decide
 from pbs_activated.answer.protocol import Request
-from pbs_activated.config.settings import PolicySettings
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.config import PolicySettings
+from pbs_activated.store import StoreUnavailable
 
 
 def rcpt(address: str = "192.0.2.10", context: str = RELAY_CONTEXT) -> Request:

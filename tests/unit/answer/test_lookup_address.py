@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from pbs_activated.answer.decision import decide, lookup_address
 from pbs_activated.answer.protocol import Request, parse_request
-from pbs_activated.config.settings import PolicySettings
-from pbs_activated.store.errors import StoreUnavailable
+from pbs_activated.config import PolicySettings
+from pbs_activated.store import StoreUnavailable
 
 POLICY = PolicySettings()
 

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from pbs_activated.answer.decision import decide
 from pbs_activated.answer.protocol import LimitExceeded, RequestParser
-from pbs_activated.config.settings import PolicySettings
+from pbs_activated.config import PolicySettings
 
 GRANTED = {"192.0.2.10": "alice"}
 

@@ -4,10 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import defaults
-from pbs_activated.config.file import ConfigError
+from pbs_activated.config import AuthorizationSettings, ConfigError, defaults
 from pbs_activated.config.load import config_path, load
-from pbs_activated.config.settings import AuthorizationSettings
 
 
 def write(tmp_path: Path, text: str) -> str:

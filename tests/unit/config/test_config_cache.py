@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import defaults, file
-from pbs_activated.config.file import CACHE_FILE, ConfigError
-from pbs_activated.config.load import load
+from pbs_activated.config import ConfigError, defaults
+from pbs_activated.config import load as loading
+from pbs_activated.config.load import CACHE_FILE, load
 
 PYTHON = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parents[3]
@@ -173,7 +173,7 @@ def test_a_cache_of_another_package_version_is_parsed_again(
 ) -> None:
     """What the checks make of a file is the code's to say: an upgrade checks it again."""
     config = write(tmp_path / "c.toml", "[authorization]\nlifetime = 600\n")
-    monkeypatch.setattr(file, "__version__", "0.0.1")
+    monkeypatch.setattr(loading, "__version__", "0.0.1")
     assert load(str(config)).authorization.lifetime == 600
     cached = marshal.loads((cache_directory / CACHE_FILE).read_bytes())
     cached[2]["authorization"]["lifetime"] = 1  # what the old version would have made of it

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config.file import ConfigError
+from pbs_activated.config import ConfigError, JournalSettings
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import JournalSettings
 from pbs_activated.reader.logins.parser import SERVERS, LoginParser
 
 COURIER_UNITS = (

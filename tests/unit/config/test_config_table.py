@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pbs_activated.config import SECTIONS, Config, ConfigError
 from pbs_activated.config.check import apply
-from pbs_activated.config.file import ConfigError
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import SECTIONS, Config
 from pbs_activated.config.table import SET_BY_RULES, TABLE, number_text
 
 KEYS = [(section, name) for section, keys in TABLE.items() for name in keys]

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pbs_activated.config import defaults
+from pbs_activated.config import ConfigError, RedisSettings, defaults
 from pbs_activated.config.check import apply_redis
-from pbs_activated.config.file import ConfigError
 from pbs_activated.config.load import load
-from pbs_activated.config.settings import RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
 
 

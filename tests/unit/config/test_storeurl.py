@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbs_activated.config.file import ConfigError
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import ConfigError, RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
 
 

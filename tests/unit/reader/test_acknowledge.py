@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from pbs_activated.config.settings import RedisSettings
+from pbs_activated.config import RedisSettings
 from pbs_activated.reader.acknowledge import Acknowledger
 from pbs_activated.reader.notify import Counts, Notifier
-from pbs_activated.store.errors import ServerNotReady, StoreRefused, StoreUnavailable
+from pbs_activated.store import ServerNotReady, StoreRefused, StoreUnavailable
 
 
 def acknowledger(statuses: list[str]) -> Acknowledger:

@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbs_activated.store import errors, resp
+from pbs_activated.store import (
+    ServerNotReady,
+    StoreError,
+    StoreRefused,
+    StoreUnavailable,
+    error_reply,
+    failure,
+    resp,
+)
 from pbs_activated.store.resp import Parser, ProtocolError, ReplyError
 
 REPLIES: list[tuple[bytes, object]] = [
@@ -107,7 +115,7 @@ def test_what_is_not_resp_is_a_protocol_error(wire: bytes) -> None:
 
 def test_a_protocol_error_is_transient_for_the_caller() -> None:
     # The connection is dropped and another one tried: nothing about it is permanent.
-    assert issubclass(ProtocolError, errors.StoreUnavailable)
+    assert issubclass(ProtocolError, StoreUnavailable)
 
 
 def test_commands_are_arrays_of_bulk_strings() -> None:
@@ -126,23 +134,23 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
 @pytest.mark.parametrize(
     ("text", "kind"),
     [
-        ("LOADING Redis is loading the dataset in memory", errors.ServerNotReady),
-        ("READONLY You can't write against a read only replica.", errors.ServerNotReady),
+        ("LOADING Redis is loading the dataset in memory", ServerNotReady),
+        ("READONLY You can't write against a read only replica.", ServerNotReady),
         (
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
-            errors.ServerNotReady,
+            ServerNotReady,
         ),
-        ("MOVED 3999 127.0.0.1:6381", errors.ServerNotReady),
-        ("BUSY Redis is busy running a script.", errors.ServerNotReady),
-        ("NOAUTH Authentication required.", errors.StoreRefused),
-        ("WRONGPASS invalid username-password pair or user is disabled.", errors.StoreRefused),
-        ("NOPERM User pbs-policy has no permissions to run the 'set' command", errors.StoreRefused),
-        ("ERR unknown command 'PEXPIRETIME'", errors.StoreRefused),
-        ("ERR Error running script", errors.StoreRefused),
+        ("MOVED 3999 127.0.0.1:6381", ServerNotReady),
+        ("BUSY Redis is busy running a script.", ServerNotReady),
+        ("NOAUTH Authentication required.", StoreRefused),
+        ("WRONGPASS invalid username-password pair or user is disabled.", StoreRefused),
+        ("NOPERM User pbs-policy has no permissions to run the 'set' command", StoreRefused),
+        ("ERR unknown command 'PEXPIRETIME'", StoreRefused),
+        ("ERR Error running script", StoreRefused),
     ],
 )
-def test_each_error_code_has_its_type(text: str, kind: type[errors.StoreError]) -> None:
-    error = errors.error_reply(text)
+def test_each_error_code_has_its_type(text: str, kind: type[StoreError]) -> None:
+    error = error_reply(text)
     assert type(error) is kind
     assert str(error) == f"Redis: {text}"
 
@@ -150,18 +158,18 @@ def test_each_error_code_has_its_type(text: str, kind: type[errors.StoreError]) 
 def test_not_ready_is_a_kind_of_unavailable_and_refused_is_not() -> None:
     # Callers that wait and retry on "unavailable" also wait on "not ready";
     # a refusal is never mistaken for something that passes by itself.
-    assert issubclass(errors.ServerNotReady, errors.StoreUnavailable)
-    assert not issubclass(errors.StoreRefused, errors.StoreUnavailable)
-    assert issubclass(errors.StoreRefused, errors.StoreError)
+    assert issubclass(ServerNotReady, StoreUnavailable)
+    assert not issubclass(StoreRefused, StoreUnavailable)
+    assert issubclass(StoreRefused, StoreError)
 
 
 def test_an_os_error_is_described_as_unreachable() -> None:
-    assert str(errors.failure(ConnectionRefusedError(111, "Connection refused"))) == (
+    assert str(failure(ConnectionRefusedError(111, "Connection refused"))) == (
         "cannot reach Redis: Connection refused"
     )
-    assert str(errors.failure(TimeoutError("timed out"))) == "Redis did not answer in time"
-    refused = errors.StoreRefused("Redis: NOPERM")
-    assert errors.failure(refused) is refused
+    assert str(failure(TimeoutError("timed out"))) == "Redis did not answer in time"
+    refused = StoreRefused("Redis: NOPERM")
+    assert failure(refused) is refused
 
 
 def test_incomplete_reads_keep_nothing_behind() -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pbs_activated.store import errors, replication, resp, sentinel
+from pbs_activated.store import (
+    ReplicationUnconfirmed,
+    StoreUnavailable,
+    replication,
+    resp,
+    sentinel,
+)
 
 
 def replica(ip: bytes, port: bytes, flags: bytes) -> list[bytes]:
@@ -55,7 +61,7 @@ def test_the_master_listed_again_as_a_replica_is_tried_once() -> None:
 
 
 def test_a_garbled_address_is_unavailable_not_a_crash() -> None:
-    with pytest.raises(errors.StoreUnavailable):
+    with pytest.raises(StoreUnavailable):
         sentinel.servers([b"10.0.0.1", b"port"], [])
 
 
@@ -81,7 +87,7 @@ def test_a_configured_count_is_asked_whatever_is_online() -> None:
 
 def test_unconfirmed_replication_is_a_store_failure() -> None:
     """Callers that handle StoreUnavailable (the CLI) report it; the reader re-sends."""
-    assert issubclass(errors.ReplicationUnconfirmed, errors.StoreUnavailable)
+    assert issubclass(ReplicationUnconfirmed, StoreUnavailable)
 
 
 def test_commands_are_encoded_as_resp_arrays_of_bulk_strings() -> None:

@@ -1,34 +1,34 @@
-"""redis-py's errors come out of the writer as errors.py's types (redisclient.translated)."""
+"""redis-py's errors come out of the writer as py's types (redisclient.translated)."""
 
 from __future__ import annotations
 
 import pytest
 from redis import exceptions
 
-from pbs_activated.store import errors
+from pbs_activated.store import ServerNotReady, StoreError, StoreRefused, StoreUnavailable
 from pbs_activated.store.redisclient import translated
 
 
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
-        (exceptions.AuthenticationError("invalid username-password pair"), errors.StoreRefused),
-        (exceptions.NoPermissionError("this user has no permissions"), errors.StoreRefused),
-        (exceptions.ResponseError("Error running script (call to f_1234)"), errors.StoreRefused),
+        (exceptions.AuthenticationError("invalid username-password pair"), StoreRefused),
+        (exceptions.NoPermissionError("this user has no permissions"), StoreRefused),
+        (exceptions.ResponseError("Error running script (call to f_1234)"), StoreRefused),
         (
             exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
-            errors.ServerNotReady,
+            ServerNotReady,
         ),
         (
             exceptions.ReadOnlyError("You can't write against a read only replica."),
-            errors.ServerNotReady,
+            ServerNotReady,
         ),
-        (exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), errors.ServerNotReady),
-        (exceptions.ConnectionError("Error 111 connecting"), errors.StoreUnavailable),
-        (exceptions.TimeoutError("Timeout reading from socket"), errors.StoreUnavailable),
+        (exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), ServerNotReady),
+        (exceptions.ConnectionError("Error 111 connecting"), StoreUnavailable),
+        (exceptions.TimeoutError("Timeout reading from socket"), StoreUnavailable),
     ],
 )
-def test_each_redis_py_error_has_its_type(error: Exception, kind: type[errors.StoreError]) -> None:
+def test_each_redis_py_error_has_its_type(error: Exception, kind: type[StoreError]) -> None:
     assert type(translated(error)) is kind
 
 
@@ -57,4 +57,4 @@ def test_the_code_redis_py_strips_is_put_back() -> None:
 def test_a_full_store_is_waited_for_not_refused() -> None:
     # noeviction: writes are refused until keys expire, which they do by themselves.
     full = exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
-    assert type(translated(full)) is errors.ServerNotReady
+    assert type(translated(full)) is ServerNotReady

@@ -18,7 +18,7 @@ from support import REPO
 from pbs_activated.admin.doctor import logs
 from pbs_activated.admin.doctor.findings import ERROR, OK, WARNING
 from pbs_activated.admin.doctor.sessions import Sessions, logged_at
-from pbs_activated.config.settings import Config
+from pbs_activated.config import Config
 from pbs_activated.reader.logins.dovecot import session_started
 from pbs_activated.reader.logins.parser import SERVERS, Login
 
