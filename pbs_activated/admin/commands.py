@@ -12,8 +12,8 @@ import os
 import sys
 
 from pbs_activated import addresses, audit
+from pbs_activated.answer import Request
 from pbs_activated.answer.decision import decide
-from pbs_activated.answer.protocol import Request
 from pbs_activated.config import Config, ConfigError, RedisSettings, defaults
 from pbs_activated.config.load import read_secret
 from pbs_activated.config.storeurl import parse_redis_url

@@ -1,9 +1,14 @@
-"""Postfix's policy delegation protocol (SMTPD_POLICY_README), as pure functions.
+"""The answer path (handler.py, server.py, service.py), and here what every module of it
+speaks: Postfix's policy delegation protocol (SMTPD_POLICY_README), as pure functions.
 
 A request is `name=value` lines ended by an empty line; the reply is `action=...`
 and an empty line. Postfix keeps the connection open and sends request after
 request on it, and the bytes arrive in whatever pieces the kernel hands over, so
 the parser is incremental: it takes chunks and returns the requests they complete.
+
+It is the package itself, not a module of its own, because the handler imports
+the package anyway on every Postfix connection (config/ and store/ do the same
+with their settings and their errors).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pbs_activated.answer.protocol import Request
+    from pbs_activated.answer import Request
     from pbs_activated.config import PolicySettings
 
 NEUTRAL = "DUNNO"

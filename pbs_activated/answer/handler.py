@@ -16,8 +16,7 @@ import _socket
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import audit
-from pbs_activated.answer import service
-from pbs_activated.answer.protocol import LimitExceeded, RequestParser
+from pbs_activated.answer import LimitExceeded, RequestParser, service
 from pbs_activated.config.load import config_path
 from pbs_activated.store.resp import set_kernel_timeouts
 
@@ -25,7 +24,7 @@ TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     import select
 
-    from pbs_activated.answer.protocol import Request
+    from pbs_activated.answer import Request
     from pbs_activated.config import PolicySettings
     from pbs_activated.store.lookup import Lookups
 

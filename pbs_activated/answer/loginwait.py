@@ -25,7 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from pbs_activated.answer.protocol import Request
+    from pbs_activated.answer import Request
 
 FIRST_LOOK = 0.005
 """Seconds before the first look: a woken reader on this host has written the login by then."""

@@ -28,17 +28,16 @@ import sys
 import time
 
 from pbs_activated import audit, wakeup
-from pbs_activated.answer import service
+from pbs_activated.answer import LimitExceeded, RequestParser, service
 from pbs_activated.answer.decision import lookup_address
 from pbs_activated.answer.listening import NoListeningSocket, listening_socket
 from pbs_activated.answer.loginwait import Waits
-from pbs_activated.answer.protocol import LimitExceeded, RequestParser
 from pbs_activated.answer.rounds import UserFor, looked_up
 from pbs_activated.config.load import config_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pbs_activated.answer.protocol import Request
+    from pbs_activated.answer import Request
 
 READ_SIZE = 65536
 

@@ -5,7 +5,7 @@ things in the same order, here:
 
 1. `prefetch`: send the lookup of the RCPT request the chunk holds, guessed from
    its raw bytes, so that Redis answers while the chunk is parsed;
-2. parse it (protocol.RequestParser), then `answer`: decide every request
+2. parse it (the package's RequestParser), then `answer`: decide every request
    (decision.decide), encode the replies in one piece;
 3. the caller writes the replies, and only then records the audit entries
    (`audit_entry`), so that a slow journal never delays Postfix;
@@ -23,8 +23,8 @@ from __future__ import annotations
 import posix  # not os: its import is ~1 ms of every handler's start (defaults.environment)
 
 from pbs_activated import addresses, audit
+from pbs_activated.answer import format_reply, rcpt_client_address
 from pbs_activated.answer.decision import awaits_login, decide
-from pbs_activated.answer.protocol import format_reply, rcpt_client_address
 from pbs_activated.config import Config, ConfigError
 from pbs_activated.config.load import load
 from pbs_activated.store.lookup import BrokenConfigLookup, Lookup
@@ -33,8 +33,8 @@ TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from pbs_activated.answer import Request
     from pbs_activated.answer.decision import Decision
-    from pbs_activated.answer.protocol import Request
     from pbs_activated.config import PolicySettings
     from pbs_activated.store.lookup import Lookups
 

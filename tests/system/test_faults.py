@@ -171,7 +171,7 @@ def mend_module(ct: Container, module: str) -> None:
 
 
 def backup(module: str) -> str:
-    """Where break_module keeps the module as installed (`answer/protocol.py`: one file)."""
+    """Where break_module keeps the module as installed (`answer/__init__.py`: one file)."""
     return f"{BACKUP}-{module.replace('/', '-')}"
 
 
@@ -202,7 +202,7 @@ def _socket_started(host: Served, _: object) -> None:
 
 
 def _import_error(host: Served) -> None:
-    break_module(host.ct, "answer/protocol.py", "syntax")
+    break_module(host.ct, "answer/__init__.py", "syntax")
     restart_server_if(host)
 
 
@@ -283,7 +283,7 @@ def _package_installed(host: Served, _: object) -> None:
 FAULTS: dict[str, Fault] = {
     "socket stopped": Fault(_socket_stopped, _socket_started),
     "handler cannot start (import error)": Fault(
-        _import_error, lambda host, _: mend_module(host.ct, "answer/protocol.py")
+        _import_error, lambda host, _: mend_module(host.ct, "answer/__init__.py")
     ),
     "handler/server hung (SIGSTOP)": Fault(_hang_policy, _continue),
     "crash on a request": Fault(

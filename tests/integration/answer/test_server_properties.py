@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import AuditSink, RedisServer, encode_request, run_cli
 
+from pbs_activated.answer import LimitExceeded, RequestParser, format_reply
 from pbs_activated.answer.decision import decide
-from pbs_activated.answer.protocol import LimitExceeded, RequestParser, format_reply
 from pbs_activated.config import PolicySettings
 
 GRANTED = {"192.0.2.10": "alice"}

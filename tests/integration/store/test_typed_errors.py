@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from support import RedisServer
 
+from pbs_activated.answer import Request
 from pbs_activated.answer.decision import decide
-from pbs_activated.answer.protocol import Request
 from pbs_activated.config import PolicySettings, RedisSettings
 from pbs_activated.config.storeurl import parse_redis_url
 from pbs_activated.store import ServerNotReady, StoreRefused, acl, keys

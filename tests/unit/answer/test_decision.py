@@ -2,8 +2,8 @@
 
 import pytest
 
+from pbs_activated.answer import Request
 from pbs_activated.answer.decision import decide
-from pbs_activated.answer.protocol import Request
 from pbs_activated.config import PolicySettings
 from pbs_activated.store import StoreUnavailable
 

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from pbs_activated.answer import loginwait, service
+from pbs_activated.answer import Request, loginwait, service
 from pbs_activated.answer.decision import RELAY_CONTEXT, awaits_login, decide
-from pbs_activated.answer.protocol import Request
 from pbs_activated.config import PolicySettings
 from pbs_activated.store import StoreUnavailable
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pbs_activated.answer import Request, parse_request
 from pbs_activated.answer.decision import decide, lookup_address
-from pbs_activated.answer.protocol import Request, parse_request
 from pbs_activated.config import PolicySettings
 from pbs_activated.store import StoreUnavailable
 

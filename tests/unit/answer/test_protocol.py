@@ -2,7 +2,7 @@
 
 import pytest
 
-from pbs_activated.answer.protocol import LimitExceeded, RequestParser, format_reply, parse_request
+from pbs_activated.answer import LimitExceeded, RequestParser, format_reply, parse_request
 
 REQUEST = b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\n\n"
 

@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pbs_activated.answer import LimitExceeded, RequestParser
 from pbs_activated.answer.decision import decide
-from pbs_activated.answer.protocol import LimitExceeded, RequestParser
 from pbs_activated.config import PolicySettings
 
 GRANTED = {"192.0.2.10": "alice"}

@@ -1,4 +1,4 @@
-"""protocol.rcpt_client_address: the guess the handler asks Redis with before parsing.
+"""answer.rcpt_client_address: the guess the handler asks Redis with before parsing.
 
 The guess never decides anything (the store only answers a lookup from a
 prefetched reply for the same key), so what matters is that it is right for
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import encode_request
 
-from pbs_activated.answer.protocol import RequestParser, rcpt_client_address
+from pbs_activated.answer import RequestParser, rcpt_client_address
 
 addresses = st.one_of(
     st.ip_addresses().map(str),
