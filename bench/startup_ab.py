@@ -159,7 +159,7 @@ def handler_command(tree: Path) -> list[str]:
     """The tree's pbs-policy@.service ExecStart=, its launcher appending the tree.
 
     The launcher's copy differs from the tree's in one thing: the directory it
-    appends to sys.path. A launcher that no longer appends INSTALLED_PACKAGES
+    adds to sys.path. A launcher that no longer adds INSTALLED_PACKAGES
     once is an error, never a silent measurement of some other import path.
     """
     for line in (tree / "units" / UNIT).read_text().splitlines():
@@ -172,7 +172,7 @@ def handler_command(tree: Path) -> list[str]:
         raise RuntimeError(f"{tree}: {UNIT}'s ExecStart= does not start {LAUNCHER}")
     source = (tree / "packaging" / "policy" / "policy").read_text()
     if source.count(INSTALLED_PACKAGES) != 1:
-        raise RuntimeError(f"{tree}: the launcher does not append {INSTALLED_PACKAGES} once")
+        raise RuntimeError(f"{tree}: the launcher does not add {INSTALLED_PACKAGES} once")
     launcher = tree / "launcher"
     launcher.write_text(source.replace(INSTALLED_PACKAGES, str(tree)))
     launcher.chmod(0o755)

@@ -82,8 +82,8 @@ def encode_request(**attributes: str) -> bytes:
 def unit_command(unit: str, directory: Path) -> list[str]:
     """A policy unit's ExecStart=, run from this checkout as systemd runs the installed one.
 
-    The unit starts LAUNCHER, which appends INSTALLED_PACKAGES to sys.path under
-    `python3 -IS` (-I ignores PYTHONPATH): its copy in `directory` appends this
+    The unit starts LAUNCHER, which adds INSTALLED_PACKAGES to sys.path under
+    `python3 -IS` (-I ignores PYTHONPATH): its copy in `directory` adds this
     checkout instead and runs through its own #! line, with the unit's arguments.
     If the unit's command changes, so does every run of it here; one that cannot
     be pointed at the checkout is an error, never a silent run of something else.

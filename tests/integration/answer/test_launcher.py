@@ -8,6 +8,7 @@ modules a start loads.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from support import INSTALLED_PACKAGES, LAUNCHER_SOURCE, unit_command
@@ -104,3 +105,15 @@ def test_a_handler_that_raises_ends_as_usual_with_its_traceback(tmp_path: Path) 
     result = stand_in(tmp_path, "def main():\n    raise RuntimeError('a bug')\n")
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "RuntimeError: a bug" in result.stderr
+
+
+def test_the_package_is_found_after_the_standard_library_and_before_lib_dynload(
+    tmp_path: Path,
+) -> None:
+    """Nothing of dist-packages hides the standard library, and finding the package lists
+    no lib-dynload: the handler imports no C module from there."""
+    program = "import sys\ndef main():\n    print('|'.join(sys.path))\n    return 0\n"
+    path = stand_in(tmp_path, program).stdout.strip().split("|")
+    found = path.index(str(tmp_path / "packages"))
+    assert path[found - 1] == f"/usr/lib/python3.{sys.version_info.minor}", path
+    assert path[found + 1 :] == [f"/usr/lib/python3.{sys.version_info.minor}/lib-dynload"], path
