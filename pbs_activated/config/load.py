@@ -19,7 +19,6 @@ import posix  # not os: its import is ~1 ms of every handler's start (defaults.e
 
 from pbs_activated import __version__
 from pbs_activated.config import SECTIONS, Config, ConfigError, RedisSettings, defaults
-from pbs_activated.config.defaults import environment
 
 TYPE_CHECKING = False  # typing costs the handler milliseconds; annotations only
 if TYPE_CHECKING:
@@ -243,7 +242,7 @@ def _only_comments(text: str) -> bool:
 def _cache_file() -> str:
     """Return the cache file's path, or '' when systemd gave the unit no directory."""
     for variable in CACHE_DIRECTORY_ENVIRONMENT:
-        directories = environment(variable)
+        directories = defaults.environment(variable)
         if directories:
             # systemd joins several directories with ':'; ours is the first.
             return f"{directories.split(':', 1)[0]}/{CACHE_FILE}"
