@@ -53,7 +53,6 @@ import argparse
 import json
 import math
 import random
-import shlex
 import statistics
 import subprocess
 import sys
@@ -68,7 +67,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # suppor
 from load import first_answer_times, storm  # noqa: E402
 from run import OUR_ANSWER, handler_rss_kib  # noqa: E402
 from servers import GRANTED_ADDRESS, ActivatedService, AuditSink, start_redis  # noqa: E402
-from support import INSTALLED_PACKAGES, LAUNCHER, PYTHON, REPO, RedisServer  # noqa: E402
+from support import PYTHON, REPO, RedisServer, unit_command  # noqa: E402
 
 UNIT = "pbs-policy@.service"
 WORKING_TREE = "working tree"
@@ -155,30 +154,6 @@ def unpack(revision: str | None, tree: Path) -> None:
     subprocess.run([PYTHON, "-m", "compileall", "-q", str(tree / "pbs_activated")], check=True)
 
 
-def handler_command(tree: Path) -> list[str]:
-    """The tree's pbs-policy@.service ExecStart=, its launcher appending the tree.
-
-    The launcher's copy differs from the tree's in one thing: the directory it
-    adds to sys.path. A launcher that no longer adds INSTALLED_PACKAGES
-    once is an error, never a silent measurement of some other import path.
-    """
-    for line in (tree / "units" / UNIT).read_text().splitlines():
-        if line.startswith("ExecStart="):
-            arguments = shlex.split(line.removeprefix("ExecStart="))
-            break
-    else:
-        raise RuntimeError(f"{tree}: {UNIT} has no ExecStart=")
-    if arguments[0] != LAUNCHER:
-        raise RuntimeError(f"{tree}: {UNIT}'s ExecStart= does not start {LAUNCHER}")
-    source = (tree / "packaging" / "policy" / "policy").read_text()
-    if source.count(INSTALLED_PACKAGES) != 1:
-        raise RuntimeError(f"{tree}: the launcher does not add {INSTALLED_PACKAGES} once")
-    launcher = tree / "launcher"
-    launcher.write_text(source.replace(INSTALLED_PACKAGES, str(tree)))
-    launcher.chmod(0o755)
-    return [str(launcher), *arguments[1:]]
-
-
 class Store:
     """The redis-server, journald's stand-in and config file both sides share."""
 
@@ -212,7 +187,9 @@ class Store:
             "PBS_ACTIVATED_STORE_PASSWORD_FILE": str(self.secret),
         }
         socket_path = self.directory / f"{side.label}.sock"
-        side.service = ActivatedService(socket_path, handler_command(side.tree), environment)
+        side.service = ActivatedService(
+            socket_path, unit_command(UNIT, side.tree, side.tree), environment
+        )
 
     def stop(self, sides: list[Side]) -> int:
         """Stop everything; return how many audit entries the handlers sent."""

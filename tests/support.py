@@ -79,26 +79,29 @@ def encode_request(**attributes: str) -> bytes:
     return "".join(f"{name}={value}\n" for name, value in merged.items()).encode() + b"\n"
 
 
-def unit_command(unit: str, directory: Path) -> list[str]:
-    """A policy unit's ExecStart=, run from this checkout as systemd runs the installed one.
+def unit_command(unit: str, directory: Path, tree: Path = REPO) -> list[str]:
+    """A policy unit's ExecStart=, run from a source tree as systemd runs the installed one.
 
     The unit starts LAUNCHER, which adds INSTALLED_PACKAGES to sys.path under
-    `python3 -IS` (-I ignores PYTHONPATH): its copy in `directory` adds this
-    checkout instead and runs through its own #! line, with the unit's arguments.
-    If the unit's command changes, so does every run of it here; one that cannot
-    be pointed at the checkout is an error, never a silent run of something else.
+    `python3 -IS` (-I ignores PYTHONPATH): its copy in `directory` adds `tree`
+    (this checkout, or another revision's: bench/startup_ab.py) instead and runs
+    through its own #! line, with the unit's arguments. If the unit's command
+    changes, so does every run of it here; one that cannot be pointed at the tree
+    is an error, never a silent run of something else.
     """
-    for line in (REPO / "units" / unit).read_text().splitlines():
+    for line in (tree / "units" / unit).read_text().splitlines():
         if line.startswith("ExecStart="):
             arguments = shlex.split(line.removeprefix("ExecStart="))
             break
     else:
-        raise RuntimeError(f"{unit}: no ExecStart=")
-    source = LAUNCHER_SOURCE.read_text()
+        raise RuntimeError(f"{tree}: {unit}: no ExecStart=")
+    source = (tree / LAUNCHER_SOURCE.relative_to(REPO)).read_text()
     if arguments[0] != LAUNCHER or source.count(INSTALLED_PACKAGES) != 1:
-        raise RuntimeError(f"{unit}: ExecStart= is not {LAUNCHER} adding {INSTALLED_PACKAGES}")
+        raise RuntimeError(
+            f"{tree}: {unit}: ExecStart= is not {LAUNCHER} adding {INSTALLED_PACKAGES}"
+        )
     launcher = directory / Path(LAUNCHER).name
-    text = source.replace(INSTALLED_PACKAGES, str(REPO))
+    text = source.replace(INSTALLED_PACKAGES, str(tree))
     if not launcher.exists() or launcher.read_text() != text:
         # Renamed into place: a handler starting from an earlier copy reads it whole.
         written = launcher.with_name(launcher.name + ".new")
