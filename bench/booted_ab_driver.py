@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I keeps it off
 
-from booted_driver import JOURNALD, PID1, UNIFIED, children, usage_seconds  # noqa: E402
+from booted_driver import JOURNALD, PID1, UNIFIED, ask, children, usage_seconds  # noqa: E402
 
 GONE_TIMEOUT = 10.0
 """Seconds an ended connection's instance may take to be collected before the run
@@ -36,23 +36,6 @@ its slice a moment later, and the journal entries of the start are written then.
 KEEP_ALIVE_EVERY = 100
 """Starts between two requests on the held connections, far below the handler's
 idle timeout (330 s), so that neither held instance ever ends in the middle."""
-
-
-def first_answer(path: str, request: bytes) -> tuple[socket.socket, float, bytes]:
-    """Connect, send one request, read the whole answer: the open socket, the seconds
-    from connect() to the answer's last byte, and the answer."""
-    started = time.perf_counter()
-    connection = socket.socket(socket.AF_UNIX)
-    connection.settimeout(30)
-    connection.connect(path)
-    connection.sendall(request)
-    answer = b""
-    while not answer.endswith(b"\n\n"):
-        chunk = connection.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"{path} closed the connection after {answer!r}")
-        answer += chunk
-    return connection, time.perf_counter() - started, answer
 
 
 def ask_again(connection: socket.socket, request: bytes, expected: bytes) -> None:
@@ -86,7 +69,7 @@ def one_start(side: dict[str, object], request: bytes, expected: bytes) -> dict[
     """One fresh instance: its first answer, then its end; what it cost."""
     group = UNIFIED + "/" + str(side["slice"])
     before = counters(group)
-    connection, seconds, answer = first_answer(str(side["socket"]), request)
+    connection, seconds, answer = ask(str(side["socket"]), request)
     connection.close()
     if answer != expected:
         raise RuntimeError(f"{side['socket']} answered {answer!r}, not {expected!r}")
@@ -102,7 +85,7 @@ def hold(sides: dict[str, dict[str, object]], request: bytes) -> dict[str, socke
     held = {}
     for label, side in sides.items():
         group = UNIFIED + "/" + str(side["slice"])
-        held[label] = first_answer(str(side["socket"]), request)[0]
+        held[label] = ask(str(side["socket"]), request)[0]
         side["held"] = len(children(group))
     return held
 

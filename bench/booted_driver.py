@@ -69,9 +69,9 @@ def pids_in(group: str) -> list[int]:
     return found
 
 
-def ask(path: str, request: bytes) -> tuple[socket.socket, float]:
-    """Connect, send one request, wait for the whole answer: the open socket and the
-    seconds from connect() to the answer's last byte."""
+def ask(path: str, request: bytes) -> tuple[socket.socket, float, bytes]:
+    """Connect, send one request, wait for the whole answer: the open socket, the
+    seconds from connect() to the answer's last byte, and the answer."""
     started = time.perf_counter()
     connection = socket.socket(socket.AF_UNIX)
     connection.settimeout(30)
@@ -83,7 +83,7 @@ def ask(path: str, request: bytes) -> tuple[socket.socket, float]:
         if not chunk:
             raise RuntimeError(f"{path} closed the connection after {answer!r}")
         answer += chunk
-    return connection, time.perf_counter() - started
+    return connection, time.perf_counter() - started, answer
 
 
 def wait_until(condition: object, what: str) -> None:
@@ -113,7 +113,7 @@ def accepted_batch(unit: dict[str, str], request: bytes, count: int) -> dict[str
     before = counters(slice_group)
     latencies = []
     for _ in range(count):
-        connection, seconds = ask(unit["socket"], request)
+        connection, seconds, _ = ask(unit["socket"], request)
         connection.close()
         latencies.append(seconds * 1000)
         # One instance at a time, as at a quiet site: the next connection comes
@@ -132,9 +132,9 @@ def server_batch(unit: dict[str, str], request: bytes, count: int) -> dict[str, 
     unit_cpu = 0.0
     latencies, warm = [], []
     for _ in range(count):
-        connection, seconds = ask(unit["socket"], request)
+        connection, seconds, _ = ask(unit["socket"], request)
         latencies.append(seconds * 1000)
-        second, warm_seconds = ask(unit["socket"], request)
+        second, warm_seconds, _ = ask(unit["socket"], request)
         warm.append(warm_seconds * 1000)
         connection.close()
         second.close()
