@@ -15,9 +15,10 @@ and serves both sides from the same systemd, store and config file:
   `pbs_activated/` from `git archive REV` in /usr/local/lib/pbs-ab-a/,
   precompiled there by the container's python3 (`-m compileall`, as py3compile
   does for B at installation), and its own launcher (packaging/policy/policy)
-  copied with one change: `sys.path.append("/usr/lib/python3/dist-packages")`
-  becomes an append of /usr/local/lib/pbs-ab-a and then of dist-packages, so
-  pbs_activated is found at the same place in sys.path as B finds it.
+  copied with one change: the directory it adds to sys.path is
+  /usr/local/lib/pbs-ab-a instead of /usr/lib/python3/dist-packages, at the
+  place that launcher puts it (as tests/support.unit_command and
+  bench/startup_ab.py change the launcher, and debian/preinst for an upgrade).
   pbs-ab-a.socket (Accept=yes, its own path, pbs-policy.socket's limits) starts
   pbs-ab-a@.service, a copy of the INSTALLED pbs-policy@.service with two lines
   changed: ExecStart= (A's launcher) and CacheDirectory=pbs-ab-a.
@@ -75,7 +76,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from booted_units import REPO, product_container  # noqa: E402
+from booted_units import FLOOR_SOCKET, FLOOR_SOCKET_PATH, REPO, product_container  # noqa: E402
 from container import Container  # noqa: E402
 from product import build_deb  # noqa: E402
 from startup_ab import describe, paired_summary  # noqa: E402
@@ -91,17 +92,6 @@ ANSWER = "action=OK\n\n"
 WARM_UP_STARTS = 20
 """Unmeasured starts per side first: both trees in the page cache, both caches written."""
 
-COPY_SOCKET = """\
-[Socket]
-ListenStream=/run/{name}.sock
-Accept=yes
-# pbs-policy.socket's limits, so that neither side is held back.
-MaxConnections=512
-TriggerLimitIntervalSec=1s
-TriggerLimitBurst=5000
-PollLimitIntervalSec=1s
-PollLimitBurst=1250
-"""
 SHIPPED = {
     "socket": "/var/spool/postfix/private/pbs-policy",
     "slice": "system.slice/system-pbs\\x2dpolicy.slice",
@@ -116,15 +106,14 @@ def copied(name: str) -> dict[str, str]:
 
 
 def a_launcher(source: str) -> str:
-    """The launcher of A's tree, appending A's directory before dist-packages.
+    """The launcher of A's tree, adding A's directory where it adds dist-packages.
 
-    A launcher that does not append dist-packages exactly once is an error, never a
+    A launcher that does not name dist-packages exactly once is an error, never a
     silent measurement of some other import path.
     """
-    line = f'sys.path.append("{INSTALLED_PACKAGES}")'
-    if source.count(line) != 1:
-        raise RuntimeError(f"A's launcher does not have {line!r} once")
-    return source.replace(line, f'sys.path.append("{A_DIRECTORY}")\n{line}')
+    if source.count(f'"{INSTALLED_PACKAGES}"') != 1:
+        raise RuntimeError(f"A's launcher does not add {INSTALLED_PACKAGES} once")
+    return source.replace(f'"{INSTALLED_PACKAGES}"', f'"{A_DIRECTORY}"')
 
 
 def unit_copy(installed: str, changed: dict[str, str]) -> str:
@@ -155,7 +144,9 @@ def serve_copy(ct: Container, name: str, changed: dict[str, str]) -> dict[str, s
     """An Accept=yes name.socket starting name@.service, the installed unit with `changed`
     and its own CacheDirectory=name; where the driver finds it."""
     changed = {**changed, "CacheDirectory": f"CacheDirectory={name}"}
-    ct.write_file(f"/etc/systemd/system/{name}.socket", COPY_SOCKET.format(name=name))
+    # The floor's socket of booted_units.py (pbs-policy.socket's limits) at its own path.
+    socket_unit = FLOOR_SOCKET.replace(FLOOR_SOCKET_PATH, copied(name)["socket"])
+    ct.write_file(f"/etc/systemd/system/{name}.socket", socket_unit)
     service = unit_copy(ct.read_file(INSTALLED_UNIT), changed)
     ct.write_file(f"/etc/systemd/system/{name}@.service", service)
     ct.systemctl("daemon-reload")
