@@ -39,7 +39,8 @@ def old_deb() -> Path:
     return deb_of_commit(LAST_0_1_COMMIT, "0.1.0")
 
 
-def apt_install(ct: Container, deb: Path) -> subprocess.CompletedProcess[str]:
+def apt_install(ct: Container, deb: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """apt-get install `deb` as an administrator would, with apt's extra `options`."""
     path = f"/root/{deb.name}"
     ct.copy_in(deb, path)
     return ct.run(
@@ -51,6 +52,7 @@ def apt_install(ct: Container, deb: Path) -> subprocess.CompletedProcess[str]:
             "--no-install-recommends",
             "-o",
             "Dpkg::Options::=--force-confold",
+            *options,
             path,
         ],
         env={"DEBIAN_FRONTEND": "noninteractive"},

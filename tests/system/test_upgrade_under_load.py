@@ -225,26 +225,15 @@ def parse(line: str) -> Attempt:
 
 
 def upgrade_timed(ct: Container, deb: Path) -> Window:
-    """apt-get install this version over 0.2.0 (conffiles kept, as apt_install does),
+    """apt-get install this version over 0.2.0 (conffiles kept: apt_install),
     with apt's hooks writing the time right before and right after dpkg."""
-    path = f"/root/{deb.name}"
-    ct.copy_in(deb, path)
-    ct.run(
-        [
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            f"DPkg::Pre-Invoke::=date +%s.%N > {DPKG_STARTED}",
-            "-o",
-            f"DPkg::Post-Invoke::=date +%s.%N > {DPKG_ENDED}",
-            path,
-        ],
-        env={"DEBIAN_FRONTEND": "noninteractive"},
-        timeout=300,
+    apt_install(
+        ct,
+        deb,
+        "-o",
+        f"DPkg::Pre-Invoke::=date +%s.%N > {DPKG_STARTED}",
+        "-o",
+        f"DPkg::Post-Invoke::=date +%s.%N > {DPKG_ENDED}",
     )
     version = ct.run(["dpkg-query", "-W", "-f", "${Version}", "pbs-activated"]).stdout
     assert version == deb.name.split("_")[1]
